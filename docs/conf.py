@@ -1,0 +1,13 @@
+"""Sphinx configuration for the txexchange documentation."""
+
+project = "txexchange"
+author = "txexchange developers"
+copyright = "2026, txexchange developers"
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "sphinx.ext.napoleon"]
+html_theme = "furo"
+html_static_path = ["_static"]
+exclude_patterns = ["_build"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+nitpicky = False
+intersphinx_mapping: dict = {}

@@ -1,0 +1,50 @@
+"""Packaging for txexchange.
+
+The Twisted plugin in ``twisted/plugins/`` is installed as part of the
+``twisted.plugins`` namespace (that directory deliberately has no
+``__init__.py``), so ``twistd`` and ``getPlugins`` find it.
+"""
+
+from setuptools import find_packages, setup
+
+VERSION = "0.1.0.dev0"
+
+TEST = [
+    "pytest>=8",
+    "pytest-twisted>=1.14",
+    "hypothesis>=6",
+    "ruff>=0.6",
+]
+DOCS = ["sphinx>=7", "furo"]
+
+setup(
+    name="txexchange",
+    version=VERSION,
+    description="Twisted-native live market data from exchange WebSocket streams",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["txexchange", "txexchange.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/exchangefeed.py"], "txexchange": ["py.typed"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "autobahn>=24.4",
+        "treq>=24.9",
+        "attrs>=23.1",
+        "automat>=24.8",
+        "orjson>=3.9",
+        "sortedcontainers>=2.4",
+    ],
+    extras_require={
+        "test": TEST + DOCS,
+        "docs": DOCS,
+        "bench": ["pyinstrument", "psutil"],
+        "sqlite": [],
+        "redis": ["txredisapi"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Office/Business :: Financial :: Investment",
+    ],
+)

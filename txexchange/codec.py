@@ -1,0 +1,35 @@
+"""JSON decoding for the hot path: each text frame is decoded exactly once.
+
+Sits between the transport (which hands over raw frame bytes) and the
+adapters (which receive Python objects).  orjson is used because decoding is
+the largest single cost per message; numbers in exchange payloads that must
+stay exact (prices, amounts) arrive as strings on every exchange except Kraken,
+whose adapter decodes with :func:`loads_exact` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+__all__ = ["loads", "loads_exact", "dumps", "DecodeError"]
+
+DecodeError = (orjson.JSONDecodeError, ValueError)
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode a JSON document (bytes or str)."""
+    return orjson.loads(data)
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """Decode keeping every non-integer number as :class:`~decimal.Decimal`."""
+    return json.loads(data, parse_float=Decimal)
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode to compact JSON bytes."""
+    return orjson.dumps(obj)
