@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["loads", "loads_exact", "dumps", "DecodeError"]
+__all__ = ["DecodeError", "dumps", "loads", "loads_exact"]
 
 DecodeError = (orjson.JSONDecodeError, ValueError)
 

@@ -14,12 +14,12 @@ from typing import Literal
 import attrs
 
 __all__ = [
-    "Level",
-    "BookSnapshot",
     "BookDelta",
-    "Trade",
-    "Ticker",
+    "BookSnapshot",
     "Candle",
+    "Level",
+    "Ticker",
+    "Trade",
 ]
 
 #: ``(price, amount)`` as the exchange's decimal strings.  Adapters may pass

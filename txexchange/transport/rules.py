@@ -19,8 +19,8 @@ __all__ = [
     "Compression",
     "ControlReply",
     "Heartbeat",
-    "WireRules",
     "SimpleWireRules",
+    "WireRules",
 ]
 
 Compression = Literal["deflate", "zlib", "gzip"] | None
