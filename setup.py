@@ -14,6 +14,7 @@ TEST = [
     "pytest-twisted>=1.14",
     "hypothesis>=6",
     "ruff>=0.6",
+    "pytest-timeout>=2",
 ]
 DOCS = ["sphinx>=7", "furo"]
 

@@ -393,7 +393,7 @@ class Connection:
             return
         ro = self._rollover
         if ro is not None and link is ro.link:
-            log.warning(
+            log.warn(
                 "rollover connection to {url} failed: {why}; keeping the old one",
                 url=self.url,
                 why=text,
@@ -472,7 +472,7 @@ class Connection:
     def _control_done(self, link: Link, kind: Kind, topics: list[str], error: str | None) -> None:
         if error is not None:
             self.stats.errors += 1
-            log.warning(
+            log.warn(
                 "{url}: {kind} {topics} refused: {error}",
                 url=self.url,
                 kind=kind,
@@ -511,7 +511,7 @@ class Connection:
     def _reject(self, link: Link, error: ExchangeError) -> None:
         self.stats.rejected_frames += 1
         self.stats.errors += 1
-        log.warning("{url}: frame rejected: {error}", url=self.url, error=error)
+        log.warn("{url}: frame rejected: {error}", url=self.url, error=error)
         self._status(FrameRejected(self.url, error))
 
     # -- data ------------------------------------------------------------
@@ -526,6 +526,10 @@ class Connection:
         if link is ro.link:
             ro.buffer.append((key, obj))
             if ro.ready:
+                if key in ro.delivered:
+                    # the old socket is ahead: it already delivered this one
+                    self._cutover(matched=True)
+                    return
                 ro.keys_after_ready.add(key)
             return
         if link is self._active:
@@ -564,7 +568,7 @@ class Connection:
         self._active = ro.link
         new = ro.link
         if not matched:
-            log.warning(
+            log.warn(
                 "{url}: rollover without overlap; messages in flight may be missed", url=self.url
             )
         for key, obj in ro.buffer:
@@ -625,7 +629,7 @@ class Connection:
         stall = self.options.stall_timeout
         if stall is not None and silence >= stall:
             self.stats.stalls += 1
-            log.warning(
+            log.warn(
                 "{url}: nothing received for {s:.1f}s; replacing the connection",
                 url=self.url,
                 s=silence,
@@ -669,7 +673,7 @@ class Connection:
     def _force_close(self) -> None:
         self._stop_timer = None
         for link in list(self._links):
-            log.warning("{url}: close handshake timed out; dropping the socket", url=self.url)
+            log.warn("{url}: close handshake timed out; dropping the socket", url=self.url)
             link.abort()
 
     def _finish_stop(self) -> None:

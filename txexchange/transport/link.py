@@ -62,6 +62,7 @@ class Link:
         self.close_reason: str | None = None
         self.shutting_down = False
         self.stalled = False
+        self.protocol_reason: Failure | None = None
         hb = rules.heartbeat
         self._pong = None if hb is None or hb.pong is None else hb.pong.encode()
         self._compression = rules.binary_compression
@@ -96,12 +97,26 @@ class Link:
         self.owner._link_opened(self)
 
     def closed(
-        self, proto: FeedProtocol, clean: bool, code: int | None, reason: str | None
+        self,
+        proto: FeedProtocol,
+        clean: bool,
+        code: int | None,
+        reason: str | None,
     ) -> None:
         self.close_code = code
         self.close_reason = reason
 
+    def oversized(self, reason: str) -> None:
+        from txexchange.errors import FrameTooLarge
+
+        self.owner._reject(self, FrameTooLarge(reason))
+
+    def protocol_lost(self, reason: Failure) -> None:
+        self.protocol_reason = reason
+
     def lost(self, reason: Failure, *, connected: bool) -> None:
+        if self.protocol_reason is not None:
+            reason, self.protocol_reason = self.protocol_reason, None
         was_open = self.is_open
         self.protocol = None
         self.is_open = False

@@ -94,6 +94,19 @@ class FeedProtocol(WebSocketClientProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.link.closed(self, wasClean, code, reason)
 
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        # Autobahn's hook for an over-limit message (checked after
+        # permessage-deflate inflation, so it also catches bombs); it then
+        # drops the connection, which reconnects as after any loss.
+        self.link.oversized(reason)
+        super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        # The TLS layer hands its verification error to the protocol; the
+        # factory only sees the TCP close that followed.
+        self.link.protocol_lost(reason)
+        super().connectionLost(reason)
+
 
 class FeedFactory(WebSocketClientFactory, ReconnectingClientFactory):
     """Autobahn client factory with Twisted's reconnection, configured from options."""
