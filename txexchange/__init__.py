@@ -8,6 +8,7 @@ fake exchanges.  Importing this package never imports or installs a reactor.
 from __future__ import annotations
 
 from txexchange import errors
+from txexchange._registry import exchange
 from txexchange.errors import (
     BadRequest,
     BadSymbol,
@@ -30,4 +31,5 @@ __all__ = [
     "TransportOptions",
     "__version__",
     "errors",
+    "exchange",
 ]

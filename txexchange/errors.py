@@ -19,6 +19,7 @@ __all__ = [
     "FrameTooLarge",
     "MalformedMessage",
     "NetworkError",
+    "NotSupported",
     "ProtocolViolation",
     "RateLimitExceeded",
     "RequestTimeout",
@@ -35,6 +36,10 @@ class ExchangeError(Exception):
 
 class BadRequest(ExchangeError):
     """The caller asked for something malformed (bad argument, bad option)."""
+
+
+class NotSupported(ExchangeError):
+    """The exchange (or this client for it) does not offer that."""
 
 
 class BadSymbol(BadRequest):

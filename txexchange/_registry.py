@@ -1,0 +1,80 @@
+"""``txexchange.exchange(name, ...)``: the one way users get a client.
+
+Sits at the top of the package: maps exchange names to client classes and
+splits keyword options into client options and transport options, with clear
+errors for anything unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from txexchange.errors import BadRequest, NotSupported
+
+__all__ = ["PLANNED", "SUPPORTED", "exchange"]
+
+SUPPORTED = ("binance",)
+PLANNED = ("okx", "gemini", "coinbase", "kraken", "bybit")
+
+#: keyword arguments ``exchange()`` passes to the client itself
+_CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng")
+
+
+class Credentials:
+    """API key and secret(s); never shown in reprs, logs or exceptions."""
+
+    __slots__ = ("api_key", "password", "secret")
+
+    def __init__(self, api_key: str | None, secret: str | None, password: str | None) -> None:
+        self.api_key = api_key
+        self.secret = secret
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"<Credentials api_key={'set' if self.api_key else 'unset'}>"
+
+    __str__ = __repr__
+
+
+def exchange(
+    name: str,
+    *,
+    reactor: Any = None,
+    urls: Mapping[str, str] | None = None,
+    api_key: str | None = None,
+    secret: str | None = None,
+    password: str | None = None,
+    **options: Any,
+) -> Any:
+    """The client for exchange ``name`` (``"binance"``, ...).
+
+    :param reactor: the reactor to use (default: the global one, imported now).
+    :param urls: replacement URLs (Binance keys: ``ws``, ``rest``, ``ws_api``).
+    :param options: :class:`~txexchange.client.ClientOptions` fields, plus
+        ``transport`` (:class:`~txexchange.TransportOptions`), ``clock``,
+        ``markets``, ``http_client`` (a ``treq.client.HTTPClient``) and ``rng``.
+    """
+    from txexchange.client import BinanceClient, ClientOptions
+
+    key = name.lower() if isinstance(name, str) else name
+    if key in PLANNED:
+        raise NotSupported(
+            f"exchange {name!r} is planned but not implemented yet; "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    if key not in SUPPORTED:
+        raise BadRequest(f"unknown exchange {name!r}; supported: {', '.join(SUPPORTED)}")
+    client_kwargs = {k: options.pop(k) for k in _CLIENT_KWARGS if k in options}
+    valid = ClientOptions.names()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise BadRequest(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for exchange(); valid: "
+            + ", ".join(sorted(valid + list(_CLIENT_KWARGS)))
+        )
+    client = BinanceClient(
+        reactor=reactor, urls=urls, options=ClientOptions(**options), **client_kwargs
+    )
+    client.credentials = Credentials(api_key, secret, password)
+    return client
