@@ -366,8 +366,10 @@ async def test_compression_bomb_rejected_connection_keeps_working(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_permessage_deflate_bomb_is_capped(server):
+async def test_permessage_deflate_bomb_is_capped():
     """A permessage-deflate message inflating past max_message_size recycles the socket."""
+    server = FakeExchangeServer(reactor=reactor, permessage_deflate=True)
+    await server.start()
     rec = Recorder()
     conn = make(server.ws_url(), rec, options=FAST.replace(max_message_size=64 * 1024)).start()
     await conn.when_ready()
@@ -377,7 +379,11 @@ async def test_permessage_deflate_bomb_is_capped(server):
     await server.when_session(2)
     assert any(isinstance(e.error, FrameTooLarge) for e in rec.of(FrameRejected))
     assert rec.messages == []
+    session2 = server.sessions[-1]
+    session2.send({"small": 1})
+    await wait_for(lambda: rec.messages == [{"small": 1}])
     await conn.close()
+    await server.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -264,6 +265,9 @@ class BinanceClient(ExchangeClient):
             self.stats.malformed += 1
             self._retry_snapshot(entry, e)
             return
+        if snapshot.timestamp is None:
+            # Binance's REST depth carries no time: stamp it with its arrival
+            snapshot = attrs.evolve(snapshot, timestamp=int(self.clock.seconds() * 1000))
         action = entry.sync.on_snapshot(snapshot)
         kind = type(action)
         if kind is ApplySnapshot:
@@ -414,7 +418,19 @@ class BinanceClient(ExchangeClient):
                 self.rest.request(req).addBoth(self._candles_seeded, symbol, timeframe, key)
             else:
                 self.hub.set_ready(key)
-        self.pool.add(topic).addErrback(self._subscribe_failed, key)
+        subscribed = self.pool.add(topic)
+        if channel == "book" and opts.book_mode == "diff":
+            subscribed.addCallback(lambda _: self._book_subscribed(symbol))
+        subscribed.addErrback(self._subscribe_failed, key)
+
+    def _book_subscribed(self, symbol: str) -> None:
+        # Ask for the snapshot as soon as the diff stream is acknowledged
+        # instead of waiting for the first diff (a quiet market may send none
+        # for a while).  The book-sync rules keep this safe: the first diff
+        # after the snapshot either joins it or is a gap that resyncs.
+        entry = self._book_entries.get(symbol)
+        if entry is not None and entry.sync.state == "waiting" and not entry.sync.buffered:
+            self._fetch_snapshot(entry)
 
     def _subscribe_failed(self, failure: Failure, key: Key) -> None:
         error = failure.value
