@@ -1,0 +1,51 @@
+"""The examples run end to end (offline, against the built-in fake Binance)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str, timeout: float = 60) -> str:
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_crawler_writes_top_ten_levels_per_update(tmp_path):
+    out = tmp_path / "book.jsonl"
+    stdout = run(str(EXAMPLES / "crawler.py"), str(out), "--seconds", "2")
+    lines = out.read_text().splitlines()
+    assert f"wrote {len(lines)} lines" in stdout
+    assert len(lines) > 10
+    for line in lines:
+        record = json.loads(line)
+        assert set(record) == {"bids", "asks", "ts"}
+        assert 0 < len(record["bids"]) <= 10 and 0 < len(record["asks"]) <= 10
+        prices = [Decimal(p) for p, _ in record["bids"]]
+        assert prices == sorted(prices, reverse=True)
+        asks = [Decimal(p) for p, _ in record["asks"]]
+        assert asks == sorted(asks) and asks[0] > prices[0]
+        assert all(isinstance(p, str) and isinstance(a, str) for p, a in record["bids"])
+        assert isinstance(record["ts"], int) and record["ts"] > 1_600_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("script", "expect"),
+    [
+        ("pull_order_book.py", "second call already fired: True"),
+        ("push_observer.py", "(snapshot)"),
+        ("async_for.py", "#20 nonce="),
+    ],
+)
+def test_example_runs(script, expect):
+    assert expect in run(str(EXAMPLES / script))
