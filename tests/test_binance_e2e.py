@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from helpers import client_delayed_calls, sleep, wait_for
 from twisted.internet import reactor
 
 import txexchange
+from helpers import client_delayed_calls, sleep, wait_for
 from txexchange.delivery import BookResyncing, BookSynced, BookUpdate
 from txexchange.errors import BadRequest, BadSymbol, NotSupported
 from txexchange.testing.binance import FakeBinance

@@ -18,13 +18,13 @@ import pytest
 import pytest_twisted
 import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from helpers import sleep, wait_for
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from helpers import sleep, wait_for
 from txexchange.adapters.binance import (
     ApplyDelta,
     ApplySnapshot,

@@ -11,11 +11,11 @@ import zlib
 
 import pytest
 import pytest_twisted
-from helpers import Recorder, client_delayed_calls, sleep, wait_for
 from twisted.internet import reactor
 from twisted.internet.task import Clock, LoopingCall
 from twisted.logger import globalLogPublisher
 
+from helpers import Recorder, client_delayed_calls, sleep, wait_for
 from txexchange.errors import (
     DecompressionBomb,
     FrameTooLarge,

@@ -32,6 +32,7 @@ from txexchange.errors import (
     NetworkError,
     RateLimitExceeded,
     RequestTimeout,
+    TLSVerificationError,
 )
 
 __all__ = ["RestClient", "RestStats"]
@@ -274,6 +275,15 @@ class RestClient:
         pending.deferred.errback(error)
 
     def _failed(self, failure: Failure, pending: _Pending) -> None:
+        tls = _tls_failure(failure)
+        if tls is not None:
+            # a certificate that does not verify will not verify on retry either
+            self.stats.errors += 1
+            log.error("{path}: {tls}", path=pending.request.path, tls=tls)
+            pending.deferred.errback(
+                TLSVerificationError(f"{self.base_url}{pending.request.path}: {tls}")
+            )
+            return
         if failure.check(TimeoutError, CancelledError):
             error: ExchangeError = RequestTimeout(
                 f"{pending.request.path}: no answer within {self._timeout:g}s"
@@ -311,3 +321,19 @@ class RestClient:
 
         call = self._clock.callLater(delay, again)
         self._retry_calls.add(call)
+
+
+def _tls_failure(failure: Failure) -> str | None:
+    """What failed if ``failure`` (or a reason wrapped in it by the Agent) is a TLS
+    verification failure, else ``None``."""
+    from txexchange.transport.websocket import describe_tls_failure
+
+    found = describe_tls_failure(failure)
+    if found is not None:
+        return found
+    for inner in getattr(failure.value, "reasons", None) or ():
+        if isinstance(inner, Failure):
+            found = describe_tls_failure(inner)
+            if found is not None:
+                return found
+    return None
