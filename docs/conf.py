@@ -5,7 +5,6 @@ author = "txexchange developers"
 copyright = "2026, txexchange developers"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "sphinx.ext.napoleon"]
 html_theme = "furo"
-html_static_path = ["_static"]
 exclude_patterns = ["_build"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
