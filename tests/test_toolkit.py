@@ -767,3 +767,29 @@ async def test_permessage_deflate_is_negotiated_when_enabled() -> None:
             await close_client(client)
         finally:
             await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_play_a_script_to_a_session_and_to_subscribers() -> None:
+    server = await started()
+    try:
+        client = await connect(server.ws_url(), server.port)
+        session = await within(server.when_session(1))
+        started_at = reactor.seconds()
+        sent = session.play([(0, {"n": 1}), (0.1, {"n": 2}), (0, '{"n": 3}')])
+        assert await client.next_json() == {"n": 1}
+        assert await client.next_json() == {"n": 2}
+        assert await client.next_json() == {"n": 3}
+        assert reactor.seconds() - started_at >= 0.09
+        assert await within(sent) == 3
+        client.send_json({"method": "SUBSCRIBE", "params": ["t"], "id": 1})
+        await client.next_json()
+        broadcast = server.play([(0.02, {"m": i}) for i in range(3)], topic="t")
+        assert [await client.next_json() for _ in range(3)] == [{"m": 0}, {"m": 1}, {"m": 2}]
+        assert await within(broadcast) == 3
+        # a script still running when the server stops leaves no timer behind
+        server.play([(30, {"late": True})])
+        await close_client(client)
+    finally:
+        await server.stop()
+    assert [c for c in active_delayed_calls() if "fire" in repr(c.func)] == []

@@ -17,6 +17,7 @@ on the client side).  Exchange-specific fakes subclass
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -241,6 +242,9 @@ def _accept_deflate(offers: list[Any]) -> Any:
     return None
 
 
+SENT_KEPT = 10_000
+
+
 class FakeSession:
     """One open WebSocket connection to a :class:`FakeExchangeServer`.
 
@@ -273,7 +277,8 @@ class FakeSession:
         #: ``str`` when not JSON, or ``bytes`` for binary frames)
         self.received: list[Any] = []
         #: every payload sent to the client through :meth:`send` or a broadcast
-        self.sent: list[Any] = []
+        #: the last ``SENT_KEPT`` payloads sent (bounded, so long runs stay flat)
+        self.sent: deque[Any] = deque(maxlen=SENT_KEPT)
         #: payloads of the pongs the client answered our pings with
         self.pongs: list[bytes] = []
         #: fires with the client's close code when the session ends
@@ -331,6 +336,17 @@ class FakeSession:
 
         call = self.server.reactor.callLater(delay, fire)
         self._later.add(call)
+
+    def play(self, script: Iterable[tuple[float, Any]]) -> Deferred[int]:
+        """Send a script of ``(delay, payload)`` pairs, each ``delay`` seconds after the
+        previous one (0: in the same reactor turn); fires with how many were sent.
+
+        Payloads are encoded as by :meth:`send`; a recording replays as
+        ``session.play((gap, frame) for gap, frame in recorded)``.
+        """
+        return self.server._play(
+            script, lambda payload: self._send_encoded(payload, *_encode(payload, False))
+        )
 
     def send_raw(self, data: bytes) -> None:
         """Write ``data`` to the TCP (or TLS) transport as is, bypassing framing."""
@@ -468,6 +484,7 @@ class FakeExchangeServer:
         #: seconds by which control replies (:meth:`reply`) are held back
         self.reply_delay: float = 0.0
         self._history: list[FakeSession] = []
+        self._script_calls: set[Any] = set()
         self._session_waiters: dict[int, list[Deferred[FakeSession]]] = {}
         self._received_waiters: dict[int, list[Deferred[tuple[FakeSession, Any]]]] = {}
         self._port: Any = None
@@ -543,6 +560,10 @@ class FakeExchangeServer:
     async def _stop(self) -> None:
         assert self._tracker is not None and self._timer is not None
         self.rest.cancel_pending()
+        for call in self._script_calls:
+            if call.active():
+                call.cancel()
+        self._script_calls.clear()
         listening = maybeDeferred(self._port.stopListening)
         await self._tracker.abort_all()
         await listening
@@ -626,6 +647,40 @@ class FakeExchangeServer:
         d: Deferred[Any] = Deferred(cancel)
         table.setdefault(n, []).append(d)
         return d
+
+    def play(self, script: Iterable[tuple[float, Any]], topic: str | None = None) -> Deferred[int]:
+        """:meth:`broadcast` a script of ``(delay, payload)`` pairs (to ``topic``'s
+        subscribers, if given), each ``delay`` seconds after the previous one;
+        fires with how many payloads were sent to at least one session."""
+        return self._play(script, lambda payload: self.broadcast(payload, topic) > 0)
+
+    def _play(
+        self, script: Iterable[tuple[float, Any]], send: Callable[[Any], Any]
+    ) -> Deferred[int]:
+        steps = iter(script)
+        done: Deferred[int] = Deferred()
+        sent = 0
+
+        def next_step() -> None:
+            nonlocal sent
+            for delay, payload in steps:
+                if delay > 0:
+                    call = self.reactor.callLater(delay, fire, payload)
+                    self._script_calls.add(call)
+                    return
+                sent += bool(send(payload))
+            done.callback(sent)
+
+        def fire(payload: Any) -> None:
+            nonlocal sent
+            self._script_calls.difference_update(
+                c for c in list(self._script_calls) if not c.active()
+            )
+            sent += bool(send(payload))
+            next_step()
+
+        next_step()
+        return done
 
     def broadcast(self, payload: Any, topic: str | None = None, *, binary: bool = False) -> int:
         """Send ``payload`` to every open session (subscribed to ``topic``, if
