@@ -487,32 +487,32 @@ def _str_or_none(d: Mapping[str, Any], key: str) -> str | None:
     raise _bad(f"ticker field {key!r} is not a string", d)
 
 
-def _ticker(d: Any, symbol: str, _arg: Any) -> list[Event]:
-    ts = d.get("E")
+#: Ticker field -> key, in the ``24hrTicker`` stream event and in the REST answer.
+_TICKER_STREAM_KEYS = {
+    "bid": "b", "bid_volume": "B", "ask": "a", "ask_volume": "A", "last": "c",
+    "open": "o", "high": "h", "low": "l", "base_volume": "v", "quote_volume": "q",
+    "change": "p", "percentage": "P", "vwap": "w",
+}  # fmt: skip
+_TICKER_REST_KEYS = {
+    "bid": "bidPrice", "bid_volume": "bidQty", "ask": "askPrice", "ask_volume": "askQty",
+    "last": "lastPrice", "open": "openPrice", "high": "highPrice", "low": "lowPrice",
+    "base_volume": "volume", "quote_volume": "quoteVolume", "change": "priceChange",
+    "percentage": "priceChangePercent", "vwap": "weightedAvgPrice",
+}  # fmt: skip
+
+
+def _ticker_from(
+    d: Mapping[str, Any], symbol: str, time_key: str, keys: Mapping[str, str]
+) -> Ticker:
+    ts = d.get(time_key)
     if ts is not None and type(ts) is not int:
-        raise _bad("ticker with bad E", d)
-    s = _str_or_none
-    last = s(d, "c")
-    return [
-        Ticker(
-            symbol,
-            timestamp=ts,
-            bid=s(d, "b"),
-            bid_volume=s(d, "B"),
-            ask=s(d, "a"),
-            ask_volume=s(d, "A"),
-            last=last,
-            open=s(d, "o"),
-            high=s(d, "h"),
-            low=s(d, "l"),
-            close=last,
-            base_volume=s(d, "v"),
-            quote_volume=s(d, "q"),
-            change=s(d, "p"),
-            percentage=s(d, "P"),
-            vwap=s(d, "w"),
-        )
-    ]
+        raise _bad(f"ticker with bad {time_key}", d)
+    fields = {name: _str_or_none(d, key) for name, key in keys.items()}
+    return Ticker(symbol, timestamp=ts, close=fields["last"], **fields)
+
+
+def _ticker(d: Any, symbol: str, _arg: Any) -> list[Event]:
+    return [_ticker_from(d, symbol, "E", _TICKER_STREAM_KEYS)]
 
 
 def _mini_ticker(d: Any, symbol: str, _arg: Any) -> list[Event]:
@@ -908,29 +908,7 @@ def parse_rest_trades(symbol: str, rows: Any) -> list[Trade]:
 
 
 def _rest_ticker(row: Mapping[str, Any], symbol: str) -> Ticker:
-    s = _str_or_none
-    ts = row.get("closeTime")
-    if ts is not None and type(ts) is not int:
-        raise _bad("ticker with bad closeTime", row)
-    last = s(row, "lastPrice")
-    return Ticker(
-        symbol,
-        timestamp=ts,
-        bid=s(row, "bidPrice"),
-        bid_volume=s(row, "bidQty"),
-        ask=s(row, "askPrice"),
-        ask_volume=s(row, "askQty"),
-        last=last,
-        open=s(row, "openPrice"),
-        high=s(row, "highPrice"),
-        low=s(row, "lowPrice"),
-        close=last,
-        base_volume=s(row, "volume"),
-        quote_volume=s(row, "quoteVolume"),
-        change=s(row, "priceChange"),
-        percentage=s(row, "priceChangePercent"),
-        vwap=s(row, "weightedAvgPrice"),
-    )
+    return _ticker_from(row, symbol, "closeTime", _TICKER_REST_KEYS)
 
 
 def parse_ticker_24hr(payload: Any, index: MarketIndex) -> list[Ticker]:
