@@ -532,3 +532,16 @@ def test_bad_options_and_urls_fail_clearly():
         TransportOptions(initial_delay=10, max_delay=1)
     with pytest.raises(BadRequest, match="ws://"):
         Connection("http://127.0.0.1/", SimpleWireRules(), on_message=print, reactor=reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_after_close_fail_with_client_closed(server):
+    from txexchange.errors import ClientClosed
+
+    conn = make(server.ws_url(), Recorder()).start()
+    await conn.when_ready()
+    await conn.close()
+    with pytest.raises(ClientClosed):
+        await conn.subscribe(["late"])
+    with pytest.raises(ClientClosed):
+        await conn.when_ready()

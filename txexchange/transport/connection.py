@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -191,9 +191,9 @@ class Connection:
         if self._state is State.OPEN:
             return succeed(self)
         if self._failure is not None:
-            from twisted.internet.defer import fail
-
             return fail(self._failure)
+        if self._state in (State.STOPPING, State.STOPPED):
+            return fail(ClientClosed(f"connection to {self.url} is closed"))
         d: Deferred[Connection] = Deferred()
         self._ready_waiters.append(d)
         return d
@@ -206,9 +206,9 @@ class Connection:
         """
         topics = list(dict.fromkeys(topics))
         if self._failure is not None:
-            from twisted.internet.defer import fail
-
             return fail(self._failure)
+        if self._state in (State.STOPPING, State.STOPPED):
+            return fail(ClientClosed(f"connection to {self.url} is closed"))
         waits: list[Deferred[None]] = []
         new: list[str] = []
         for t in topics:
@@ -224,8 +224,6 @@ class Connection:
             self._enqueue_all("sub", new)
         if not waits:
             return succeed(None)
-        from twisted.internet.defer import gatherResults
-
         return gatherResults(waits, consumeErrors=True).addCallbacks(
             lambda _: None,
             lambda f: f.value.subFailure,  # type: ignore[attr-defined]
@@ -254,8 +252,6 @@ class Connection:
                 for w in self._unsub_waiters.pop(t, []):
                     w.callback(None)
             return succeed(None)
-        from twisted.internet.defer import gatherResults
-
         return gatherResults(waits).addCallback(lambda _: None)
 
     def send(self, payload: str | bytes) -> None:
