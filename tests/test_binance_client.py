@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from helpers import sleep, wait_for
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import formatEvent, globalLogPublisher
 
 import txexchange
+from helpers import sleep, wait_for
 from txexchange.client.pool import StreamPool
 from txexchange.delivery import BookResyncing, BookSynced, StreamFailed
 from txexchange.errors import (
@@ -86,11 +86,22 @@ async def drive_until(fake: FakeBinance, d: Deferred, what: str, timeout: float 
     return await d
 
 
+async def drive_while(fake: FakeBinance, predicate: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        fake.step(1)
+        await sleep(0.01)
+
+
 async def caught_up(fake: FakeBinance, client: Any, symbol: str, timeout: float = 10.0) -> None:
     await wait_for(
-        lambda: symbol in client.books
-        and client.books[symbol].synced
-        and client.books[symbol].nonce == fake.market.last_update_id(symbol),
+        lambda: (
+            symbol in client.books
+            and client.books[symbol].synced
+            and client.books[symbol].nonce == fake.market.last_update_id(symbol)
+        ),
         timeout=timeout,
         what=f"{symbol} book caught up with the market",
     )
@@ -168,7 +179,7 @@ async def test_tls_untrusted_ca_fails_clearly_and_fast():
     wrong = FAST.replace(trust_root=stranger.trust_root(), max_retries=0)
     # REST: load_markets fails at once with a TLS error (not retried, not a timeout)
     client = client_for(fake, transport=wrong, resync_timeout=20)
-    rest_only = None
+    forever = None
     ws_only = None
     try:
         started = time.monotonic()
@@ -184,42 +195,47 @@ async def test_tls_untrusted_ca_fails_clearly_and_fast():
         trusted = client_for(fake, transport=FAST.replace(trust_root=ca.trust_root()))
         markets = await trusted.load_markets()
         await trusted.close()
-        ws_only = client_for(
-            fake, transport=wrong, markets=markets.values(), resync_timeout=20
-        )
+        ws_only = client_for(fake, transport=wrong, markets=markets.values(), resync_timeout=20)
         status: list[Any] = []
         ws_only.subscribe("status", None, status.append)
         started = time.monotonic()
         with pytest.raises(TLSVerificationError, match="not trusted"):
             await ws_only.fetch_order_book("BTC/USDT")
         assert time.monotonic() - started < 5
+        # the event is published right after the pending calls have failed
+        await wait_for(lambda: of(status, RetriesExhaustedEvent), what="RetriesExhaustedEvent")
         assert len(of(status, TLSFailure)) == 1
         exhausted = of(status, RetriesExhaustedEvent)
         assert len(exhausted) == 1 and isinstance(exhausted[0].error, TLSVerificationError)
         failed = of(status, StreamFailed)
         assert [(e.channel, e.symbol) for e in failed] == [("book", "BTC/USDT")]
-        assert fake.server.connections_accepted == 1  # only the trusted client's
-        assert "BTC/USDT" not in ws_only.books or not ws_only.books["BTC/USDT"].synced
+        assert fake.server.connections_accepted == 0  # no handshake ever completed
+        assert "BTC/USDT" not in ws_only.books
+        # a later call tries again on a new connection, and fails the same clear way
+        with pytest.raises(TLSVerificationError, match="not trusted"):
+            await ws_only.fetch_order_book("ETH/USDT")
+        await wait_for(lambda: len(of(status, RetriesExhaustedEvent)) == 2)
+        assert len(of(status, TLSFailure)) == 2
 
         # retrying forever against an untrusted server: the pull still ends, on time
-        rest_only = client_for(
+        forever = client_for(
             fake,
             transport=wrong.replace(max_retries=None),
             markets=markets.values(),
             resync_timeout=0.5,
         )
         status2: list[Any] = []
-        rest_only.subscribe("status", None, status2.append)
+        forever.subscribe("status", None, status2.append)
         with pytest.raises(ResyncTimeout, match="BTC/USDT"):
-            await rest_only.fetch_order_book("BTC/USDT")
+            await forever.fetch_order_book("BTC/USDT")
         assert len(of(status2, TLSFailure)) >= 2  # it kept trying, and kept failing
         assert of(status2, Connected) == []
     finally:
         await client.close()
         if ws_only is not None:
             await ws_only.close()
-        if rest_only is not None:
-            await rest_only.close()
+        if forever is not None:
+            await forever.close()
         await fake.stop()
 
 
@@ -390,6 +406,7 @@ async def test_server_gone_pending_fetch_fails_with_retries_exhausted():
             await pending
         assert time.monotonic() - started < 5  # long before the 20 s resync timeout
         assert info.value.retries == 1 and "/stream" in info.value.url
+        # status observers heard of it first: the cause, then the streams it failed
         exhausted = of(status, RetriesExhaustedEvent)
         assert len(exhausted) == 1 and isinstance(exhausted[0].error, RetriesExhausted)
         scheduled = of(status, ReconnectScheduled)
@@ -402,6 +419,14 @@ async def test_server_gone_pending_fetch_fails_with_retries_exhausted():
         assert kinds == [Disconnected, ReconnectScheduled]
         assert status.index(exhausted[0]) > status.index(scheduled[0])
         assert [e.symbol for e in of(status, BookResyncing)] == ["BTC/USDT"]
+        assert all(status.index(e) > status.index(exhausted[0]) for e in of(status, StreamFailed))
+        # a later call starts over on a new connection and gives up the same way, fast
+        started = time.monotonic()
+        with pytest.raises(RetriesExhausted):
+            await client.fetch_order_book("BTC/USDT")
+        assert time.monotonic() - started < 5
+        await wait_for(lambda: len(of(status, RetriesExhaustedEvent)) == 2)
+        assert len(client.pool.connections) == 2
     finally:
         await client.close()
         await fake.stop()
@@ -429,17 +454,11 @@ async def test_hung_snapshot_fails_fetch_with_resync_timeout_naming_the_symbol(f
         assert not client.books["ETH/USDT"].synced
         # once the exchange answers again the book syncs and equals the truth
         fake.server.rest.clear_faults()
-        fake.server.rest.cancel_pending()
-        book = None
-        deadline = time.monotonic() + 10
-        while book is None:
-            assert time.monotonic() < deadline, "book never synced after the REST fault"
-            fake.step(1)
-            try:
-                book = await client.fetch_order_book("ETH/USDT")
-            except ResyncTimeout:
-                book = None
+        fake.server.rest.cancel_pending()  # hung requests are cut off; the client retries
+        await drive_while(fake, lambda: not client.books["ETH/USDT"].synced, "ETH resynced")
+        book = await client.fetch_order_book("ETH/USDT")
         assert_book_true(fake, book)
+        assert len(depth_requests(fake)) == 2
     finally:
         await client.close()
 
@@ -553,10 +572,9 @@ async def test_stalled_connection_is_replaced_and_the_book_resyncs(fake):
         assert of(status, Stalled) == []
         stalled_at = time.monotonic()
         first.stall()
+        assert len(of(status, BookSynced)) == 1
         await wait_for(
-            lambda: [e for e in of(status, BookSynced) if status.index(e) > 0],
-            timeout=10,
-            what="book resynced after the stall",
+            lambda: len(of(status, BookSynced)) == 2, timeout=10, what="resynced after the stall"
         )
         stalls = of(status, Stalled)
         assert len(stalls) == 1 and stalls[0].silence >= 0.5
@@ -566,7 +584,15 @@ async def test_stalled_connection_is_replaced_and_the_book_resyncs(fake):
             for e in status
             if isinstance(e, Stalled | Disconnected | BookResyncing | Connected | BookSynced)
         ]
-        assert order == [Stalled, Disconnected, BookResyncing, Connected, BookSynced]
+        assert order == [
+            Connected,
+            BookSynced,
+            Stalled,
+            Disconnected,
+            BookResyncing,
+            Connected,
+            BookSynced,
+        ]
         assert of(status, BookResyncing)[0].symbol == "BTC/USDT"
         assert fake.server.connections_accepted == 2
         second = fake.server.all_sessions[1]
@@ -691,24 +717,30 @@ async def test_fetch_tickers_for_two_symbols(fake):
             assert isinstance(t["last"], str) and float(t["last"]) > 0
             assert float(t["low"]) <= float(t["last"]) <= float(t["high"])
         session = fake.server.sessions[0]
-        assert {"btcusdt@ticker", "ethusdt@ticker"} <= session.subscriptions
+        # served from the REST seed at first; the streams follow
+        await wait_for(lambda: {"btcusdt@ticker", "ethusdt@ticker"} <= session.subscriptions)
         seeds = [r.args.get("symbol") for r in fake.rest_log if r.path == "/api/v3/ticker/24hr"]
         assert sorted(seeds) == [["BTCUSDT"], ["ETHUSDT"]]
         # after more updates the stream keeps them current: best bid/ask equal the truth
         await drive(fake, 100)
 
-        def current() -> bool:
-            for symbol in ("BTC/USDT", "ETH/USDT"):
-                t = client.fetch_ticker(symbol).result
-                bids, asks, _ = fake.true_book(symbol, limit=1)
-                if (t["bid"], t["ask"]) != (bids[0][0], asks[0][0]):
-                    return False
-            return True
+        def top(t: dict[str, Any]) -> tuple[Any, ...]:
+            return (t["bid"], t["bidVolume"], t["ask"], t["askVolume"])
 
-        await wait_for(current, what="tickers follow the market")
+        def true_top(symbol: str) -> tuple[Any, ...]:
+            bids, asks, _ = fake.true_book(symbol, limit=1)
+            return (bids[0][0], bids[0][1], asks[0][0], asks[0][1])
+
+        await wait_for(
+            lambda: all(
+                top(client.fetch_ticker(s).result) == true_top(s) for s in ("BTC/USDT", "ETH/USDT")
+            ),
+            what="tickers follow the market",
+        )
         again = client.fetch_tickers(["BTC/USDT", "ETH/USDT"])
         assert again.called  # served from memory at once
-        both = again.result
-        assert both["BTC/USDT"]["bidVolume"] == fake.true_book("BTC/USDT", limit=1)[0][0][1]
+        for symbol, t in again.result.items():
+            assert t["symbol"] == symbol and top(t) == true_top(symbol)
+            assert t["timestamp"] > tickers[symbol]["timestamp"]
     finally:
         await client.close()

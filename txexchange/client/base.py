@@ -264,8 +264,15 @@ class ExchangeClient:
         await self._with_markets()
         key = self._key(key[0], key[1])  # validates the symbol now that markets are in
         self._hold(key)
-        self._ensure_open(key)
-        await self.hub.when_ready(key, self.options.resync_timeout, f"{self.name} {what}")
+        # wait before opening: a stream that fails at once fails this call too
+        ready = self.hub.when_ready(key, self.options.resync_timeout, f"{self.name} {what}")
+        try:
+            self._ensure_open(key)
+        except ExchangeError:
+            ready.addErrback(lambda _: None)  # the same error is raised here
+            ready.cancel()
+            raise
+        await ready
         return read()
 
     def fetch_order_book(

@@ -153,6 +153,8 @@ class BinanceClient(ExchangeClient):
         return conn
 
     def _on_status(self, conn: Connection, event: StatusEvent) -> None:
+        # the connection's event first, then what it caused (resyncs, failed streams)
+        self.hub.publish(("status", None), event)
         if isinstance(event, Disconnected):
             for topic in self.pool.topics_of(conn):
                 key = self._topic_key.get(topic)
@@ -160,12 +162,23 @@ class BinanceClient(ExchangeClient):
                     self._book_lost(key[1], "disconnected: " + event.reason)  # type: ignore[arg-type]
         elif isinstance(event, RetriesExhaustedEvent):
             error = event.error or ExchangeError("retries exhausted")
-            for topic in self.pool.topics_of(conn):
+            # The connection is gone for good: new streams go to a new one, and
+            # the streams it carried fail (a later call opens them again).
+            for topic in self.pool.retire(conn):
                 key = self._topic_key.get(topic)
                 if key is not None:
-                    self.hub.fail(key, error)
-                    self.hub.publish(("status", None), StreamFailed(key[0], key[1], error))
-        self.hub.publish(("status", None), event)
+                    self._stream_failed(key, error)
+
+    def _stream_failed(self, key: Key, error: Exception) -> None:
+        """``key`` cannot be served: forget it, tell status observers, fail its waiters."""
+        if key in self._open:
+            self._open.discard(key)
+            self.hub.set_not_ready(key)
+            topic = self._forget_stream(key)
+            if topic is not None:
+                self.pool.discard(topic)
+        self.hub.publish(("status", None), StreamFailed(key[0], key[1], error))
+        self.hub.fail(key, error)
 
     # -- the hot path -----------------------------------------------------------
 
@@ -433,12 +446,13 @@ class BinanceClient(ExchangeClient):
             self._fetch_snapshot(entry)
 
     def _subscribe_failed(self, failure: Failure, key: Key) -> None:
+        if self._closed or key not in self._open:
+            return  # released (or closing) before the exchange acknowledged it
         error = failure.value
         if not isinstance(error, ExchangeError):
             error = ExchangeError(str(error))
         log.error("binance: cannot subscribe {key}: {e}", key=key, e=error)
-        self.hub.fail(key, error)
-        self.hub.publish(("status", None), StreamFailed(key[0], key[1], error))
+        self._stream_failed(key, error)
 
     def _trades_seeded(self, result: Any, symbol: str, key: Key) -> None:
         pending = self._pending_trades.pop(symbol, None) or []
@@ -498,9 +512,16 @@ class BinanceClient(ExchangeClient):
         self.hub.set_ready(key)
 
     def _stop_stream(self, key: Key) -> Deferred[None]:
-        topic = self._key_topic.pop(key, None)
+        topic = self._forget_stream(key)
         if topic is None:
             return succeed(None)
+        return self.pool.remove(topic)
+
+    def _forget_stream(self, key: Key) -> str | None:
+        """Drop the local state of ``key``'s stream; returns its topic (None if not open)."""
+        topic = self._key_topic.pop(key, None)
+        if topic is None:
+            return None
         self._topic_key.pop(topic, None)
         channel, symbol = key
         if channel == "book":
@@ -515,7 +536,7 @@ class BinanceClient(ExchangeClient):
             self.tickers.discard(symbol)  # type: ignore[arg-type]
         else:
             self.candles.pop((symbol, channel[6:]), None)  # type: ignore[arg-type]
-        return self.pool.remove(topic)
+        return topic
 
     def _fetch_ohlcv_history(
         self, symbol: str, timeframe: str, since: int, limit: int | None

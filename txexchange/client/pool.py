@@ -25,6 +25,8 @@ class StreamPool:
         self._max = max_topics
         self.connections: list[Connection] = []
         self._where: dict[str, Connection] = {}
+        self._count: dict[int, int] = {}  # id(connection) -> topics on it
+        self._retired: set[int] = set()  # ids of connections that gave up
 
     def __len__(self) -> int:
         return len(self._where)
@@ -41,23 +43,45 @@ class StreamPool:
         if conn is None:
             conn = self._pick()
             self._where[topic] = conn
+            self._count[id(conn)] += 1
         return conn.subscribe([topic])
 
     def remove(self, topic: str) -> Deferred[None]:
-        conn = self._where.pop(topic, None)
+        conn = self._forget(topic)
         if conn is None:
             return succeed(None)
         return conn.unsubscribe([topic])
 
+    def discard(self, topic: str) -> None:
+        """Forget ``topic`` without unsubscribing (its connection dropped it already)."""
+        self._forget(topic)
+
+    def retire(self, conn: Connection) -> list[str]:
+        """Stop using ``conn`` (it gave up reconnecting); returns the topics it held.
+
+        New topics go to other connections; :meth:`close` still closes it.
+        """
+        self._retired.add(id(conn))
+        topics = self.topics_of(conn)
+        for topic in topics:
+            self._forget(topic)
+        return topics
+
+    def _forget(self, topic: str) -> Connection | None:
+        conn = self._where.pop(topic, None)
+        if conn is not None:
+            self._count[id(conn)] -= 1
+        return conn
+
     def _pick(self) -> Connection:
-        counts: dict[int, int] = {}
-        for c in self._where.values():
-            counts[id(c)] = counts.get(id(c), 0) + 1
         for conn in self.connections:
-            if self._max is None or counts.get(id(conn), 0) < self._max:
+            if id(conn) in self._retired:
+                continue
+            if self._max is None or self._count[id(conn)] < self._max:
                 return conn
         conn = self._factory()
         self.connections.append(conn)
+        self._count[id(conn)] = 0
         conn.start()
         return conn
 

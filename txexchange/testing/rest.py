@@ -155,12 +155,17 @@ class FakeRest(Resource):
         self._faults.clear()
 
     def cancel_pending(self) -> None:
-        """Cancel delayed answers still waiting.  Called by the server on stop."""
+        """Cancel delayed answers and cut off hung requests (their connections are
+        aborted, so clients see the failure).  Called by the server on stop."""
         for call in list(self._pending):
             if call.active():
                 call.cancel()
         self._pending.clear()
-        self._hung.clear()
+        hung, self._hung = self._hung, []
+        for request in hung:
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
 
     @property
     def hung_requests(self) -> list[Request]:

@@ -442,8 +442,9 @@ class Connection:
         self._fire("give_up")
         self._cancel_timers()
         log.error("{err}", err=err)
-        self._fail_waiters(err)
+        # the event first, then what it causes (failed Deferreds)
         self._status(RetriesExhaustedEvent(self.url, err))
+        self._fail_waiters(err)
 
     def _fail_waiters(self, err: Exception) -> None:
         waiters, self._ready_waiters = self._ready_waiters, []
