@@ -7,6 +7,7 @@ so code written against ccxt catches the same things.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BadRequest",
     "BadSymbol",
     "BookIntegrityError",
@@ -17,9 +18,11 @@ __all__ = [
     "ExchangeError",
     "ExchangeNotAvailable",
     "FrameTooLarge",
+    "InvalidNonce",
     "MalformedMessage",
     "NetworkError",
     "NotSupported",
+    "PermissionDenied",
     "ProtocolViolation",
     "RateLimitExceeded",
     "RequestTimeout",
@@ -121,3 +124,21 @@ class ResyncTimeout(ExchangeError):
 
 class ClientClosed(ExchangeError):
     """The client (or connection) was closed while the call was pending."""
+
+
+class AuthenticationError(ExchangeError):
+    """The exchange refused the API key or the request's signature.
+
+    The message carries the exchange's own text and code, never the secret.
+    """
+
+
+class PermissionDenied(AuthenticationError):
+    """The API key is valid but not allowed to do this (permissions, IP whitelist)."""
+
+
+class InvalidNonce(NetworkError):
+    """The request's timestamp/nonce was refused (Binance: outside ``recvWindow``).
+
+    Usually a local clock out of step with the exchange's: resynchronise and retry.
+    """

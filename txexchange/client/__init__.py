@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from txexchange.client.base import ClientOptions, ExchangeClient
 from txexchange.client.binance import BinanceClient
+from txexchange.client.binance_user import BinanceUserStream
 from txexchange.client.rest import RestClient
 
-__all__ = ["BinanceClient", "ClientOptions", "ExchangeClient", "RestClient"]
+__all__ = [
+    "BinanceClient",
+    "BinanceUserStream",
+    "ClientOptions",
+    "ExchangeClient",
+    "RestClient",
+]

@@ -279,10 +279,11 @@ class BinanceUserStream:
         self.connection.subscribe([USER_DATA_TOPIC]).addErrback(self._resubscribe_failed)
 
     def _resubscribe_failed(self, failure: Failure) -> None:
-        if self._closing or failure.check(ClientClosed):
+        # a refusal is handled where its ControlFailed status arrives; a
+        # transport that gave up is reported through RetriesExhaustedEvent
+        if self._closing or failure.check(ClientClosed, SubscriptionError):
             return
-        err = self.rules.last_error or failure.value
-        self._refused_later(err)
+        log.warn("Binance user data stream not re-subscribed: {error}", error=str(failure.value))
 
     def _status(self, event: StatusEvent) -> None:
         if isinstance(event, ControlFailed):

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import hashlib
+import hmac
 import math
 import re
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
@@ -37,7 +40,12 @@ from txexchange.testing.rest import RecordedRequest, Response
 from txexchange.testing.server import FakeExchangeServer, FakeSession
 from txexchange.testing.tls import ServerCertificate
 
-__all__ = ["FakeBinance"]
+__all__ = [
+    "FakeBinance",
+    "balance_update_event",
+    "execution_report_event",
+    "outbound_account_position_event",
+]
 
 log = Logger()
 
@@ -47,6 +55,12 @@ MAX_STREAMS = 1024
 MAX_INCOMING_PER_SECOND = 5
 #: the WebSocket API path
 WS_API_PATH = "/ws-api/v3"
+#: the server's ``recvWindow`` when a signed request sends none (ms)
+DEFAULT_RECV_WINDOW = 5000
+#: the largest ``recvWindow`` accepted (ms)
+MAX_RECV_WINDOW = 60_000
+#: active user data subscriptions allowed per WebSocket API session
+MAX_USER_SUBSCRIPTIONS = 1000
 
 _DAY_MS = 86_400_000
 _ZERO = Decimal(0)
@@ -369,7 +383,7 @@ class _Symbol:
 
 
 class _SessionInfo:
-    __slots__ = ("api", "combined", "stamps", "streams", "violated")
+    __slots__ = ("api", "combined", "stamps", "streams", "user_next", "user_subs", "violated")
 
     def __init__(self, combined: bool, api: bool) -> None:
         self.combined = combined
@@ -377,6 +391,9 @@ class _SessionInfo:
         self.streams: dict[str, None] = {}
         self.stamps: deque[float] = deque()
         self.violated = False
+        #: WebSocket API user data subscriptions: subscriptionId -> API key
+        self.user_subs: dict[int, str] = {}
+        self.user_next = 0
 
 
 class _RequestError(Exception):
@@ -402,6 +419,14 @@ class FakeBinance:
     ``ticker_interval``: ``None`` sends ``@ticker``/``@miniTicker``/
     ``!miniTicker@arr`` events on every update of the symbol; a number sends
     them every that many seconds of *market* time (checked after each step).
+
+    ``api_keys`` maps API keys to their HMAC secrets: the WebSocket API's
+    ``userDataStream.subscribe.signature`` is accepted for those keys when
+    the signature (HMAC-SHA256 of the parameters sorted by name, raw values)
+    matches and ``timestamp`` is within ``recvWindow`` (default 5000 ms) of
+    the fake's ``clock`` and not 1 s or more ahead of it.  Events are then
+    sent with :meth:`push_user_event`; the ``*_event`` functions of this
+    module build realistic ones.
     """
 
     #: seconds of one weight window
@@ -421,6 +446,7 @@ class FakeBinance:
         weight_limit: int = 6000,
         ticker_interval: float | None = None,
         clock: Any = None,
+        api_keys: Mapping[str, str] | None = None,
     ) -> None:
         if market is None:
             market = SimulatedMarket(tuple(symbols), seed=seed, levels=levels)
@@ -473,6 +499,8 @@ class FakeBinance:
         self._loop: Any = None
         self._run_done: Deferred[None] | None = None
         self._run_left: int | None = None
+        #: API key -> HMAC secret accepted by the WebSocket API's signed requests
+        self.api_keys: dict[str, str] = dict(api_keys or {})
         self._register_routes()
 
     def __repr__(self) -> str:
@@ -947,10 +975,15 @@ class FakeBinance:
         self.server.reply(session, {"result": result, "id": request_id})
 
     def _ws_api(self, session: FakeSession, message: Any) -> None:
-        """A minimal WebSocket API: ``ping``, ``time``, ``exchangeInfo``, ``depth``."""
+        """A minimal WebSocket API: ``ping``, ``time``, ``exchangeInfo``, ``depth`` and
+        the user data stream (``userDataStream.subscribe.signature``,
+        ``userDataStream.unsubscribe``, ``session.subscriptions``)."""
         request_id = message.get("id") if isinstance(message, dict) else None
         method = message.get("method") if isinstance(message, dict) else None
         params = (message.get("params") if isinstance(message, dict) else None) or {}
+        if method in _USER_METHODS:
+            self._user_request(session, request_id, method, params)
+            return
         weights = {"ping": 1, "time": 1, "exchangeInfo": 20}
         try:
             if method == "depth":
@@ -982,6 +1015,137 @@ class FakeBinance:
                             "intervalNum": 1, "limit": self.weight_limit,
                             "count": self.used_weight}],
         })  # fmt: skip
+
+    # -- WebSocket API: user data stream -----------------------------------------------
+
+    def push_user_event(self, event: Mapping[str, Any], api_key: str | None = None) -> int:
+        """Send ``{"subscriptionId": k, "event": event}`` on every user data subscription
+        (of ``api_key``, if given); returns how many subscriptions got it."""
+        sent = 0
+        for session, info in list(self._sessions.items()):
+            if not session.is_open:
+                continue
+            for sub_id, key in list(info.user_subs.items()):
+                if api_key is None or key == api_key:
+                    session.send({"subscriptionId": sub_id, "event": dict(event)})
+                    sent += 1
+        return sent
+
+    def end_user_streams(self, api_key: str | None = None) -> int:
+        """End user data subscriptions (of ``api_key``, if given) as Binance does:
+        each gets an ``eventStreamTerminated`` event and is gone.  Returns how many."""
+        ended = 0
+        for session, info in list(self._sessions.items()):
+            for sub_id, key in list(info.user_subs.items()):
+                if api_key is None or key == api_key:
+                    del info.user_subs[sub_id]
+                    self._terminated(session, sub_id)
+                    ended += 1
+        return ended
+
+    def user_sessions(self, api_key: str | None = None) -> list[FakeSession]:
+        """Open WebSocket API sessions holding a user data subscription (of ``api_key``)."""
+        return [
+            session
+            for session, info in self._sessions.items()
+            if session.is_open
+            and any(api_key is None or key == api_key for key in info.user_subs.values())
+        ]
+
+    @property
+    def user_subscribe_requests(self) -> list[tuple[FakeSession, dict[str, Any]]]:
+        """Every ``userDataStream.subscribe.signature`` request received, in order."""
+        return [
+            (session, message)
+            for session, message in self.server.received
+            if isinstance(message, dict) and message.get("method") == _SUBSCRIBE_SIGNATURE
+        ]
+
+    def _terminated(self, session: FakeSession, sub_id: int) -> None:
+        if session.is_open:
+            now = int(self.clock.seconds() * 1000)
+            session.send(
+                {"subscriptionId": sub_id, "event": {"e": "eventStreamTerminated", "E": now}}
+            )
+
+    def _user_request(
+        self, session: FakeSession, request_id: Any, method: str, params: Any
+    ) -> None:
+        info = self._sessions[session]
+        ended: list[int] = []
+        try:
+            if not isinstance(params, dict):
+                raise _RequestError(-1104, "Not all sent parameters were read.")
+            if method == _SUBSCRIBE_SIGNATURE:
+                api_key = self._verify_signed(params)
+                if len(info.user_subs) >= MAX_USER_SUBSCRIPTIONS:
+                    raise _RequestError(-1210, "Too many subscriptions on this session.")
+                sub_id = info.user_next
+                info.user_next += 1
+                info.user_subs[sub_id] = api_key
+                result: Any = {"subscriptionId": sub_id}
+            elif method == "userDataStream.unsubscribe":
+                wanted = params.get("subscriptionId")
+                if wanted is None:
+                    ended = list(info.user_subs)
+                elif type(wanted) is not int or wanted not in info.user_subs:
+                    raise _RequestError(-2035, "User Data Stream subscription not found.")
+                else:
+                    ended = [wanted]
+                for sub_id in ended:
+                    del info.user_subs[sub_id]
+                result = {}
+            else:  # session.subscriptions
+                result = [{"subscriptionId": k} for k in info.user_subs]
+        except _RequestError as e:
+            self.server.reply(
+                session,
+                {"id": request_id, "status": e.status, "error": {"code": e.code, "msg": e.msg}},
+            )
+            return
+        self.server.reply(session, {"id": request_id, "status": 200, "result": result})
+        for sub_id in ended:
+            self._terminated(session, sub_id)
+
+    def _verify_signed(self, params: dict[str, Any]) -> str:
+        """Check a signed request's key, timestamp and HMAC signature; returns the key."""
+        for name in ("apiKey", "timestamp", "signature"):
+            if params.get(name) in (None, ""):
+                raise _RequestError(
+                    -1102,
+                    f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.",
+                )
+        api_key = params["apiKey"]
+        secret = self.api_keys.get(api_key) if isinstance(api_key, str) else None
+        if secret is None:
+            raise _RequestError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        timestamp = params["timestamp"]
+        window = params.get("recvWindow", DEFAULT_RECV_WINDOW)
+        if type(timestamp) is not int:
+            raise _RequestError(-1100, "Illegal characters found in parameter 'timestamp'.")
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not 0 < window <= MAX_RECV_WINDOW
+        ):
+            raise _RequestError(-1131, "recvWindow must be less than 60000")
+        now = self.clock.seconds() * 1000
+        if timestamp >= now + 1000:
+            raise _RequestError(
+                -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
+        if now - timestamp > window:
+            raise _RequestError(-1021, "Timestamp for this request is outside of the recvWindow.")
+        # the documented rule: every parameter but the signature, sorted by
+        # name, as name=value joined with '&', values as raw UTF-8 text
+        payload = "&".join(
+            f"{name}={_param_text(params[name])}" for name in sorted(params) if name != "signature"
+        )
+        expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        signature = params["signature"]
+        if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
+            raise _RequestError(-1022, "Signature for this request is not valid.", 401)
+        return api_key
 
     # -- REST ----------------------------------------------------------------------
 
@@ -1301,3 +1465,111 @@ class FakeBinance:
         ):
             row[key] = f[key]
         return row
+
+
+# -- the user data stream ---------------------------------------------------------------
+
+_SUBSCRIBE_SIGNATURE = "userDataStream.subscribe.signature"
+_USER_METHODS = frozenset(
+    {_SUBSCRIBE_SIGNATURE, "userDataStream.unsubscribe", "session.subscriptions"}
+)
+
+
+def _param_text(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def execution_report_event(
+    symbol: str = "BTCUSDT",
+    *,
+    side: str = "BUY",
+    order_type: str = "LIMIT",
+    quantity: str = "1.00000000",
+    price: str = "0.10264410",
+    execution_type: str = "NEW",
+    status: str | None = None,
+    order_id: int = 4293153,
+    client_order_id: str = "mUvoqJxFIILMdfAW5iGSOW",
+    last_quantity: str = "0.00000000",
+    last_price: str = "0.00000000",
+    cumulative_quantity: str | None = None,
+    cumulative_quote: str = "0.00000000",
+    commission: str = "0",
+    commission_asset: str | None = None,
+    trade_id: int = -1,
+    maker: bool = False,
+    event_time: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An ``executionReport`` with the documented fields (``extra`` adds or overrides).
+
+    ``status`` defaults to ``execution_type`` (``NEW``, ``TRADE`` -> ``FILLED``
+    when fully filled, else ``PARTIALLY_FILLED``).
+    """
+    now = _now_ms() if event_time is None else event_time
+    filled = last_quantity if cumulative_quantity is None else cumulative_quantity
+    if status is None:
+        if execution_type == "TRADE":
+            status = "FILLED" if Decimal(filled) >= Decimal(quantity) else "PARTIALLY_FILLED"
+        else:
+            status = {"CANCELED": "CANCELED", "EXPIRED": "EXPIRED", "REJECTED": "REJECTED"}.get(
+                execution_type, "NEW"
+            )
+    last_quote = _fmt(Decimal(last_quantity) * Decimal(last_price))
+    event: dict[str, Any] = {
+        "e": "executionReport", "E": now, "s": symbol, "c": client_order_id,
+        "S": side, "o": order_type, "f": "GTC", "q": quantity, "p": price,
+        "P": "0.00000000", "F": "0.00000000", "g": -1, "C": "",
+        "x": execution_type, "X": status, "r": "NONE", "i": order_id,
+        "l": last_quantity, "z": filled, "L": last_price, "n": commission,
+        "N": commission_asset, "T": now, "t": trade_id, "v": 3,
+        "I": 8641984, "w": status in ("NEW", "PARTIALLY_FILLED"), "m": maker, "M": False,
+        "O": now, "Z": cumulative_quote, "Y": last_quote, "Q": "0.00000000", "W": now,
+        "V": "NONE",
+    }  # fmt: skip
+    event.update(extra)
+    return event
+
+
+def outbound_account_position_event(
+    balances: Mapping[str, tuple[str, str]] | None = None,
+    *,
+    event_time: int | None = None,
+    last_update: int | None = None,
+) -> dict[str, Any]:
+    """An ``outboundAccountPosition``: ``balances`` maps asset -> (free, locked)."""
+    now = _now_ms() if event_time is None else event_time
+    if balances is None:
+        balances = {"ETH": ("10000.000000", "0.000000")}
+    return {
+        "e": "outboundAccountPosition",
+        "E": now,
+        "u": now if last_update is None else last_update,
+        "B": [{"a": asset, "f": free, "l": locked} for asset, (free, locked) in balances.items()],
+    }
+
+
+def balance_update_event(
+    asset: str = "BTC",
+    delta: str = "100.00000000",
+    *,
+    event_time: int | None = None,
+    clear_time: int | None = None,
+) -> dict[str, Any]:
+    """A ``balanceUpdate`` (deposit, withdrawal or transfer of ``delta`` ``asset``)."""
+    now = _now_ms() if event_time is None else event_time
+    return {
+        "e": "balanceUpdate",
+        "E": now,
+        "a": asset,
+        "d": delta,
+        "T": now if clear_time is None else clear_time,
+    }
