@@ -545,3 +545,21 @@ async def test_calls_after_close_fail_with_client_closed(server):
         await conn.subscribe(["late"])
     with pytest.raises(ClientClosed):
         await conn.when_ready()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resubscribe_while_unsubscribe_still_queued(server):
+    """A subscribe cancelling a queued unsubscribe fires at once: the topic never left."""
+    clock = Clock()
+    conn = make(server.ws_url(), Recorder(), clock=clock).start()
+    await conn.when_ready()
+    first = conn.subscribe(["a"])
+    clock.advance(0)
+    await first
+    gone = conn.unsubscribe(["a"])  # queued: the rate limit holds it back
+    again = conn.subscribe(["a"])
+    assert again.called and gone.called
+    clock.advance(5)
+    await sleep(0.05)
+    assert [m["method"] for _, m in server.received] == ["SUBSCRIBE"]
+    assert server.sessions[0].subscriptions == {"a"} and "a" in conn.topics

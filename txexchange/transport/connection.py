@@ -460,8 +460,16 @@ class Connection:
                 d.callback(None)
 
     def _enqueue_all(self, kind: Kind, topics: list[str]) -> None:
-        if self._active is not None and self._active.is_open:
-            self._active.queue.enqueue(kind, topics)
+        active = self._active
+        if active is not None and active.is_open:
+            cancelled = active.queue.enqueue(kind, topics)
+            if cancelled and kind == "sub":
+                # an unsubscribe that never left: the topic is still subscribed,
+                # and the superseded unsubscribe is done too
+                for t in cancelled:
+                    for w in self._unsub_waiters.pop(t, []):
+                        w.callback(None)
+                self._control_done(active, "sub", cancelled, None)
         ro = self._rollover
         if ro is not None and ro.link.is_open:
             ro.link.queue.enqueue(kind, topics)

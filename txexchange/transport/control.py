@@ -55,15 +55,22 @@ class ControlQueue:
             self._call.cancel()
         self._call = None
 
-    def enqueue(self, kind: Kind, topics: list[str]) -> None:
-        """Queue ``kind`` for ``topics``; an opposite pending op for a topic cancels out."""
+    def enqueue(self, kind: Kind, topics: list[str]) -> list[str]:
+        """Queue ``kind`` for ``topics``; an opposite pending op for a topic cancels out.
+
+        Returns the topics whose opposite operation was cancelled (for them the
+        exchange's state already is what ``kind`` asks for).
+        """
+        cancelled = []
         for topic in topics:
             pending = self._ops.get(topic)
             if pending is None:
                 self._ops[topic] = kind
             elif pending != kind:
                 del self._ops[topic]
+                cancelled.append(topic)
         self._schedule()
+        return cancelled
 
     def _schedule(self) -> None:
         if not self._running or not self._ops or self._call is not None:
