@@ -1,14 +1,29 @@
 """The service layer: feeds run as a Twisted service, writing to sinks.
 
-Bottom of the flow: :class:`FeedService` subscribes observers (the sinks) to a
-client's streams; ``twistd -n exchangefeed`` runs it (see
-:mod:`txexchange.service.tap`).  It is also usable from Python as a child of an
-application's own ``MultiService``.
+Bottom of the flow: :class:`FeedService` subscribes observers to clients'
+streams and hands their records to the sinks (:mod:`txexchange.service.sinks`:
+JSON lines, SQLite, Redis Streams), :mod:`txexchange.service.metrics` serves
+Prometheus metrics and ``/health``, and :mod:`txexchange.service.config`
+validates the TOML configuration and options.  ``twistd -n exchangefeed``
+runs it (see :mod:`txexchange.service.tap`); it is also usable from Python as
+a child of an application's own ``MultiService``.
 """
 
 from __future__ import annotations
 
-from txexchange.service.feed import FeedService, FeedSpec
-from txexchange.service.sinks import JsonLinesSink
+from txexchange.service.config import ConfigError, FeedSpec, ServiceConfig, Shard, SinkSpec
+from txexchange.service.feed import FeedService
+from txexchange.service.sinks import JsonLinesSink, RedisStreamSink, Sink, SqliteSink
 
-__all__ = ["FeedService", "FeedSpec", "JsonLinesSink"]
+__all__ = [
+    "ConfigError",
+    "FeedService",
+    "FeedSpec",
+    "JsonLinesSink",
+    "RedisStreamSink",
+    "ServiceConfig",
+    "Shard",
+    "Sink",
+    "SinkSpec",
+    "SqliteSink",
+]

@@ -2,24 +2,40 @@
 
 Sits at the very end of the flow; imported lazily by the plugin in
 ``twisted/plugins/exchangefeed.py`` (so listing plugins imports no reactor).
-Bad options fail before any connection is made, naming the valid choices.
+Options and the ``--config`` TOML file become one
+:class:`~txexchange.service.config.ServiceConfig`; anything bad fails in
+``postOptions`` (twistd prints the message and exits non-zero) before any
+connection is made, naming the bad key and the valid choices.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from txexchange._registry import PLANNED, SUPPORTED
+from txexchange._registry import SUPPORTED
 from txexchange.errors import BadRequest
-from txexchange.service.feed import FeedService, FeedSpec, check_channel
-from txexchange.service.sinks import JsonLinesSink
+from txexchange.service.config import (
+    ConfigError,
+    FeedSpec,
+    ServiceConfig,
+    Shard,
+    check_channel,
+    check_exchange,
+    check_symbols,
+    load_config,
+    parse_metrics,
+    parse_shard,
+    parse_sink,
+)
 
 __all__ = ["Options", "makeService"]
 
 DEMO_SYMBOLS = "BTC/USDT,ETH/USDT"
+DEFAULT_OUT = "exchangefeed.jsonl"
 
 
 def _positive_float(value: str) -> float:
@@ -39,70 +55,162 @@ def _positive_int(value: str) -> int:
 class Options(usage.Options):
     """``twistd -n exchangefeed [options]``"""
 
-    synopsis = "[--demo] [--exchange NAME] [--symbols A/B,C/D] [--channels book,trades]"
+    synopsis = (
+        "[--config FILE] [--demo] [--exchange NAME --symbols A/B,C/D --channels book,trades] "
+        "[--sink URI ...] [--metrics tcp:9100] [--shard i/n]"
+    )
     longdesc = (
-        "Collects live exchange market data into a JSON lines file.  --demo runs "
-        "against a built-in simulated exchange on 127.0.0.1 (no network needed)."
+        "Collects live exchange market data into sinks (JSON lines files, SQLite, "
+        "Redis Streams).  --demo runs against a built-in simulated exchange on "
+        "127.0.0.1 (no network needed).  Sink URIs: jsonl:PATH[?rotate_mb=N&rotate_s=N], "
+        "sqlite:PATH[?batch=N], redis://HOST:PORT/DB[?maxlen=N&prefix=P]; each also takes "
+        "queue=N and depth=N.  See docs/service.rst for the TOML config format."
     )
     optFlags = [["demo", None, "use the built-in simulated exchange (offline)"]]
     optParameters = [
-        ["exchange", "e", "binance", f"exchange: {', '.join(SUPPORTED)}"],
+        ["config", None, None, "TOML configuration file (feeds, exchanges, sinks, metrics)"],
+        ["exchange", "e", None, f"exchange: {', '.join(SUPPORTED)} (default binance)"],
         [
             "symbols",
             "s",
             None,
             "comma-separated unified symbols (demo default: " + DEMO_SYMBOLS + ")",
         ],
-        ["channels", "c", "book", "comma-separated: book, trades, ticker, ohlcv:<timeframe>"],
-        ["depth", "d", 10, "book levels per side written per update", _positive_int],
-        ["out", "o", "exchangefeed.jsonl", "JSON lines file to append to"],
+        ["channels", "c", None, "comma-separated: book, trades, ticker, ohlcv:<timeframe>"],
+        ["depth", "d", None, "book levels per side written per update (default 10)", _positive_int],
+        ["out", "o", None, f"JSON lines file (same as --sink jsonl:PATH; default {DEFAULT_OUT})"],
+        ["metrics", None, None, "serve /metrics and /health, e.g. tcp:9100:interface=127.0.0.1"],
+        ["shard", None, None, "take shard i of n of the configured symbols (0-based), e.g. 0/3"],
         ["duration", None, None, "stop cleanly after this many seconds", _positive_float],
-        ["rate", None, 20.0, "demo market updates per second", _positive_float],
+        ["rate", None, None, "demo market updates per second (default 20)", _positive_float],
+        [
+            "status-interval",
+            None,
+            None,
+            "seconds between status log lines (default 10)",
+            _positive_float,
+        ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["sinks"] = []
+
+    def opt_sink(self, uri: str) -> None:
+        """a sink URI (repeatable): jsonl:PATH, sqlite:PATH, redis://HOST:PORT/DB"""
+        try:
+            self["sinks"].append(parse_sink(uri))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
     def postOptions(self) -> None:
-        exchange = self["exchange"].lower()
-        if exchange in PLANNED:
-            raise usage.UsageError(
-                f"--exchange {exchange!r} is planned but not implemented yet; "
-                f"valid: {', '.join(SUPPORTED)}"
-            )
-        if exchange not in SUPPORTED:
-            raise usage.UsageError(
-                f"--exchange {self['exchange']!r} is unknown; valid: {', '.join(SUPPORTED)}"
-            )
-        self["exchange"] = exchange
-        if self["symbols"] is None:
+        try:
+            self["service_config"] = self._build()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _build(self) -> ServiceConfig:
+        if self["config"]:
+            config = load_config(self["config"])
+            for opt in ("exchange", "symbols", "channels"):
+                if self[opt] is not None:
+                    raise ConfigError(
+                        f"--{opt} cannot be combined with --config; put feeds in the "
+                        "config's [[feeds]] tables"
+                    )
+        else:
+            config = ServiceConfig(feeds=(self._cli_feed(),))
+        changes: dict[str, Any] = {}
+        if self["demo"]:
+            changes["demo"] = True
+        if self["depth"] is not None:
+            changes["depth"] = self["depth"]
+        if self["rate"] is not None:
+            changes["demo_rate"] = self["rate"]
+        if self["status-interval"] is not None:
+            changes["status_interval"] = self["status-interval"]
+        if self["duration"] is not None:
+            changes["duration"] = self["duration"]
+        if self["shard"] is not None:
+            changes["shard"] = parse_shard(self["shard"])
+        if self["metrics"] is not None:
+            changes["metrics"] = parse_metrics(self["metrics"])
+        sinks = list(config.sinks) + list(self["sinks"])
+        if self["out"] is not None:
+            sinks.append(parse_sink("jsonl:" + self["out"], "--out"))
+        if not sinks:
+            sinks.append(parse_sink("jsonl:" + DEFAULT_OUT))
+        changes["sinks"] = tuple(sinks)
+        return attrs.evolve(config, **changes)
+
+    def _cli_feed(self) -> FeedSpec:
+        exchange = check_exchange(self["exchange"] or "binance")
+        symbols = self["symbols"]
+        if symbols is None:
             if not self["demo"]:
-                raise usage.UsageError("--symbols is required (or use --demo)")
-            self["symbols"] = DEMO_SYMBOLS
-        symbols = [s.strip() for s in self["symbols"].split(",") if s.strip()]
-        bad = [s for s in symbols if s.count("/") != 1]
-        if bad or not symbols:
-            raise usage.UsageError(
-                f"--symbols must be unified BASE/QUOTE symbols like BTC/USDT, got {bad or '-'}"
-            )
-        self["symbols"] = symbols
-        channels = [c.strip() for c in self["channels"].split(",") if c.strip()]
+                raise ConfigError("--symbols is required (or use --demo, or --config FILE)")
+            symbols = DEMO_SYMBOLS
+        parsed = check_symbols(symbols.split(","))
+        channels = [c.strip() for c in (self["channels"] or "book").split(",") if c.strip()]
         try:
             for channel in channels:
                 check_channel(channel)
         except BadRequest as e:
-            raise usage.UsageError(f"--channels: {e}") from None
-        self["channels"] = channels
+            raise ConfigError(f"--channels: {e}") from None
+        return FeedSpec(exchange, parsed, tuple(channels))
+
+
+def build_service(config: ServiceConfig, reactor: Any) -> tuple[MultiService, Any]:
+    """The service tree for ``config``: ``(top, feed service)``."""
+    from twisted.logger import Logger
+
+    from txexchange.service.feed import FeedService
+    from txexchange.service.sinks import make_sink
+
+    log = Logger()
+    top = MultiService()
+    feeds = config.sharded()
+    if config.shard != Shard():
+        n = sum(len(f.symbols) for f in feeds)
+        total = sum(len(f.symbols) for f in config.feeds)
+        log.info(
+            "shard {shard}: {n} of {total} symbols: {symbols}",
+            shard=str(config.shard),
+            n=n,
+            total=total,
+            symbols=", ".join(f"{f.exchange}:{s}" for f in feeds for s in f.symbols),
+        )
+        if not feeds:
+            log.warn(
+                "shard {shard} holds none of the configured symbols; running idle",
+                shard=str(config.shard),
+            )
+    sinks = [make_sink(spec, config.depth, reactor) for spec in config.sinks]
+    service = FeedService(
+        feeds,
+        sinks,
+        reactor=reactor,
+        demo=config.demo,
+        demo_rate=config.demo_rate,
+        exchanges=config.exchanges,
+        status_interval=config.status_interval,
+    )
+    service.setServiceParent(top)
+    if config.metrics:
+        from twisted.application import strports
+
+        from txexchange.service.metrics import metrics_site
+
+        strports.service(config.metrics, metrics_site(service)).setServiceParent(top)
+    return top, service
 
 
 def makeService(options: Options | dict[str, Any]) -> IService:
     """The ``exchangefeed`` service tree for ``options``."""
     from twisted.internet import reactor
 
-    top = MultiService()
-    feed = FeedSpec(options["exchange"], options["symbols"], options["channels"])
-    sink = JsonLinesSink(options["out"], depth=options["depth"])
-    service = FeedService(
-        feed, [sink], reactor=reactor, demo=bool(options["demo"]), demo_rate=options["rate"]
-    )
-    service.setServiceParent(top)
-    if options["duration"]:
-        reactor.callWhenRunning(reactor.callLater, options["duration"], reactor.stop)
+    config = options["service_config"]
+    top, _ = build_service(config, reactor)
+    if config.duration:
+        reactor.callWhenRunning(reactor.callLater, config.duration, reactor.stop)
     return top
