@@ -8,7 +8,6 @@ REST side; what arrives is parsed with the Binance adapter.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from itertools import pairwise
@@ -658,7 +657,8 @@ def test_true_book_history() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_hundred_symbols_thousands_of_steps_is_fast() -> None:
+async def test_hundred_symbols_thousands_of_steps_reach_every_session() -> None:
+    # (how fast: bench/bench_fakes.py; speed targets are not unit tests)
     symbols = [f"C{i}/USDT" for i in range(100)]
     fb = await FakeBinance(symbols, reactor=reactor, seed=2).start()
     try:
@@ -669,10 +669,7 @@ async def test_hundred_symbols_thousands_of_steps_is_fast() -> None:
         for client in clients:
             reply = await client.request({"method": "SUBSCRIBE", "params": streams, "id": 1})
             assert reply == {"result": None, "id": 1}
-        started = time.perf_counter()
         fb.step(3000)
-        elapsed = time.perf_counter() - started
-        assert elapsed < 3.0, f"3000 steps to 3 sessions took {elapsed:.2f}s"
         await wait_for(lambda: all(len(c.messages) >= 3001 for c in clients), 10, "delivery")
     finally:
         await fb.stop()
