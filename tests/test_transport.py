@@ -563,3 +563,26 @@ async def test_resubscribe_while_unsubscribe_still_queued(server):
     await sleep(0.05)
     assert [m["method"] for _, m in server.received] == ["SUBSCRIBE"]
     assert server.sessions[0].subscriptions == {"a"} and "a" in conn.topics
+
+
+class _ExactRules(SimpleWireRules):
+    """Rules whose adapter decodes JSON numbers exactly (as Kraken needs)."""
+
+    @staticmethod
+    def decode(raw):
+        from txexchange.codec import loads_exact
+
+        return loads_exact(raw)
+
+
+@pytest_twisted.ensureDeferred
+async def test_adapter_decoder_keeps_json_numbers_exact(server):
+    from decimal import Decimal
+
+    rec = Recorder()
+    conn = make(server.ws_url(), rec, rules=_ExactRules()).start()
+    await conn.when_ready()
+    server.sessions[0].send('{"price": 27000.10, "qty": 0.00010000}')
+    await wait_for(lambda: rec.messages)
+    assert rec.messages[0]["price"] == Decimal("27000.10")
+    assert str(rec.messages[0]["qty"]) == "0.00010000"

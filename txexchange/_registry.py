@@ -18,7 +18,7 @@ SUPPORTED = ("binance",)
 PLANNED = ("okx", "gemini", "coinbase", "kraken", "bybit")
 
 #: keyword arguments ``exchange()`` passes to the client itself
-_CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng")
+_CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng", "rest_tap")
 
 
 class Credentials:

@@ -11,7 +11,7 @@ layer.  Books are built from ``@depth@100ms`` diffs plus a REST snapshot
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -29,6 +29,7 @@ from txexchange.adapters.binance_book import (
     Resync,
     SnapshotTooOld,
 )
+from txexchange.adapters.rest import RestRequest
 from txexchange.client.base import ClientOptions, ExchangeClient
 from txexchange.client.pool import StreamPool
 from txexchange.client.rest import RestClient
@@ -79,7 +80,11 @@ class _BookEntry:
 
 
 class BinanceClient(ExchangeClient):
-    """Binance spot market data.  URL keys for ``urls=``: ``ws``, ``rest``, ``ws_api``."""
+    """Binance spot market data.  URL keys for ``urls=``: ``ws``, ``rest``, ``ws_api``.
+
+    ``rest_tap`` is handed to the :class:`~txexchange.client.rest.RestClient`
+    (called with every answer of an unsigned REST request; the recorder uses it).
+    """
 
     name = "binance"
 
@@ -94,6 +99,7 @@ class BinanceClient(ExchangeClient):
         markets: Any = None,
         http_client: Any = None,
         rng: random.Random | None = None,
+        rest_tap: Callable[[RestRequest, int, bytes, float], None] | None = None,
     ) -> None:
         super().__init__(
             reactor=reactor, clock=clock, options=options, transport=transport, markets=markets
@@ -118,6 +124,7 @@ class BinanceClient(ExchangeClient):
             parse_error=adapter.parse_rest_error,
             used_weight=adapter.used_weight,
             weight_limit=opts.weight_limit,
+            tap=rest_tap,
         )
         self.pool = StreamPool(self._new_connection, self.rules.max_topics_per_connection)
         self.stats = ClientStats()
@@ -280,7 +287,7 @@ class BinanceClient(ExchangeClient):
             return
         if snapshot.timestamp is None:
             # Binance's REST depth carries no time: stamp it with its arrival
-            snapshot = attrs.evolve(snapshot, timestamp=int(self.clock.seconds() * 1000))
+            snapshot = attrs.evolve(snapshot, timestamp=int(self.rest.answered_at * 1000))
         action = entry.sync.on_snapshot(snapshot)
         kind = type(action)
         if kind is ApplySnapshot:
@@ -498,7 +505,7 @@ class BinanceClient(ExchangeClient):
             )
         else:
             try:
-                now = int(self.clock.seconds() * 1000)
+                now = int(self.rest.answered_at * 1000)
                 history = adapter.parse_klines(symbol, timeframe, result, now)
             except MalformedMessage as e:
                 log.warn("binance: bad klines answer: {e}", e=e)

@@ -128,6 +128,9 @@ class BinanceUserStream:
         self.rules = BinanceUserStreamRules(self._signer, self.clock.seconds)
         self._on_event = on_event
         self._on_user_status = on_status
+        if transport is not None and transport.frame_tap is not None:
+            # signed WebSocket API traffic is never recorded
+            transport = transport.replace(frame_tap=None)
         self.connection = Connection(
             self.urls["ws_api"],
             self.rules,

@@ -73,6 +73,9 @@ class RestClient:
     :param used_weight: ``headers -> int | None``: the server's count of used weight.
     :param weight_limit: budget per ``weight_window`` seconds (Binance: 6000 a minute).
     :param safety: fraction of the budget this client allows itself.
+    :param tap: called with ``(request, status, body, received_at)`` for every
+        answer of an unsigned request (signed ones never), before it is
+        handled; the service's recorder (``--record``) uses it.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class RestClient:
         max_attempts: int = 5,
         retry_delay: float = 0.5,
         headers: dict[str, str] | None = None,
+        tap: Callable[[RestRequest, int, bytes, float], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._reactor = reactor
@@ -105,6 +109,7 @@ class RestClient:
         self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
+        self._tap = tap
         self._headers = {k.encode(): [v.encode()] for k, v in (headers or {}).items()}
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
@@ -116,6 +121,10 @@ class RestClient:
         self._closed = False
         self._pool: Any = None
         self.stats = RestStats()
+        #: clock time at which the answer being (or last) delivered arrived: what an
+        #: answer that carries no time of its own is stamped with (one clock reading,
+        #: the one the tap sees, so a replay stamps it identically)
+        self.answered_at = 0.0
         self._http = http_client if http_client is not None else self._make_client(trust_root)
 
     def _make_client(self, trust_root: Any) -> Any:
@@ -240,6 +249,9 @@ class RestClient:
 
     def _answered(self, result: tuple[Any, bytes], pending: _Pending) -> None:
         response, body = result
+        now = self._clock.seconds()
+        if self._tap is not None and not pending.request.signed:
+            self._tap(pending.request, response.code, body, now)
         headers = response.headers
         used = self._used_weight(headers)
         if used is not None:
@@ -253,6 +265,7 @@ class RestClient:
                 self.stats.errors += 1
                 pending.deferred.errback(MalformedMessage(f"{pending.request.path}: bad JSON: {e}"))
                 return
+            self.answered_at = now
             pending.deferred.callback(value)
             return
         error = self._parse_error(status, headers, body)

@@ -261,6 +261,12 @@ class ServiceConfig:
     demo_rate: float = 20.0
     status_interval: float = 10.0
     duration: float | None = None
+    #: write every frame and REST answer received to this file (``--record``)
+    record: str | None = None
+    #: feed this recording through instead of the network (``--replay``)
+    replay: str | None = None
+    #: ``"max"`` or ``"recorded"`` (``--replay-speed``)
+    replay_speed: str = "max"
 
     def sharded(self) -> tuple[FeedSpec, ...]:
         """The feeds with only this shard's symbols (feeds left empty are dropped)."""

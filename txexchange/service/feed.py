@@ -12,6 +12,7 @@ fires when all of that is done.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from txexchange.delivery import BookResyncing
 from txexchange.errors import ExchangeError
 from txexchange.service.config import CHANNELS, ExchangeSettings, FeedSpec, check_channel
 from txexchange.service.sinks import Sink, record_for
-from txexchange.transport import Disconnected
+from txexchange.transport import Disconnected, StatusEvent
 
 __all__ = ["CHANNELS", "FeedService", "FeedSpec", "check_channel"]
 
@@ -56,6 +57,9 @@ class FeedService(Service):
         :func:`txexchange.exchange`); ``exchanges`` gives them per exchange.
     :param status_interval: seconds between status log lines.
     :param close_timeout: seconds sinks get to write what they hold on stop.
+    :param record: write every frame and REST answer received to this file
+        (see :mod:`txexchange.service.recording`); replay it with
+        :class:`~txexchange.service.replay.ReplayFeedService`.
     :param client_options: passed to every :func:`txexchange.exchange`.
     """
 
@@ -75,6 +79,7 @@ class FeedService(Service):
         flush_interval: float = 1.0,
         close_timeout: float = 5.0,
         progress_interval: float | None = None,
+        record: str | os.PathLike[str] | None = None,
         **client_options: Any,
     ) -> None:
         self.feeds: tuple[FeedSpec, ...] = (feeds,) if isinstance(feeds, FeedSpec) else tuple(feeds)
@@ -88,6 +93,10 @@ class FeedService(Service):
         self.flush_interval = flush_interval
         self.close_timeout = close_timeout
         self.client_options = client_options
+        self.record = record
+        #: the :class:`~txexchange.service.recording.RecordingWriter` of ``record``
+        self.recorder: Any = None
+        self._fake_urls: dict[str, str] | None = None
         #: clients by exchange name
         self.clients: dict[str, Any] = {}
         self.fake: Any = None
@@ -169,7 +178,6 @@ class FeedService(Service):
         by_exchange: dict[str, list[FeedSpec]] = {}
         for feed in self.feeds:
             by_exchange.setdefault(feed.exchange, []).append(feed)
-        fake_urls: dict[str, str] | None = None
         if self.demo and by_exchange:
             from txexchange.testing.binance import FakeBinance
 
@@ -177,26 +185,16 @@ class FeedService(Service):
             self.fake = FakeBinance(symbols, reactor=self.reactor)
             await self.fake.start()
             self.fake.run(rate=self.demo_rate)
-            fake_urls = self.fake.urls
-            log.info("demo: simulated exchange on {url}", url=fake_urls["rest"])
+            self._fake_urls = self.fake.urls
+            log.info("demo: simulated exchange on {url}", url=self._fake_urls["rest"])
         await DeferredList(
             [s.open() for s in self.sinks], fireOnOneErrback=True, consumeErrors=True
         ).addErrback(lambda f: f.value.subFailure)
         for sink in self.sinks:
             log.info("sink {sink} open", sink=sink.name)
-        for name, feeds in by_exchange.items():
-            settings = self.exchanges.get(name, ExchangeSettings())
-            urls = fake_urls or settings.urls or self.urls
-            options = {**self.client_options, **settings.options}
-            client = txexchange.exchange(name, reactor=self.reactor, urls=urls, **options)
-            self.clients[name] = client
-            client.subscribe("status", None, lambda ev, n=name: self._status(n, ev))
-            await client.load_markets()
-            for feed in feeds:
-                for symbol in feed.symbols:
-                    for channel in feed.channels:
-                        observer = self._observer(name, channel, symbol)
-                        self._handles.append(client.subscribe(channel, symbol, observer))
+        if self.record is not None:
+            self._open_recording(by_exchange)
+        await self._start_clients(by_exchange)
         n = sum(len(f.symbols) * len(f.channels) for f in self.feeds)
         log.info(
             "exchangefeed: {n} streams of {ex} running",
@@ -206,6 +204,70 @@ class FeedService(Service):
         self.running_feeds = True
         self._timers.append(self.reactor.callLater(self.status_interval, self._report))
         self._timers.append(self.reactor.callLater(self.flush_interval, self._flush))
+
+    def _client_settings(self, name: str) -> tuple[Any, dict[str, Any]]:
+        """``(urls, options)`` of exchange ``name``'s client."""
+        settings = self.exchanges.get(name, ExchangeSettings())
+        urls = self._fake_urls or settings.urls or self.urls
+        return urls, {**self.client_options, **settings.options}
+
+    def _make_client(
+        self, name: str, urls: Any, options: dict[str, Any], reactor: Any = None
+    ) -> Any:
+        if self.recorder is not None:
+            from txexchange.transport import TransportOptions
+
+            transport = options.get("transport") or TransportOptions()
+            options = {
+                **options,
+                "transport": transport.replace(frame_tap=self.recorder.frame_tap(name)),
+                "rest_tap": self.recorder.rest_tap(name),
+            }
+        return txexchange.exchange(name, reactor=reactor or self.reactor, urls=urls, **options)
+
+    async def _start_clients(self, by_exchange: Mapping[str, Sequence[FeedSpec]]) -> None:
+        for name, feeds in by_exchange.items():
+            urls, options = self._client_settings(name)
+            client = self._make_client(name, urls, options)
+            self.clients[name] = client
+            client.subscribe("status", None, lambda ev, n=name: self._status(n, ev))
+            await client.load_markets()
+            for feed in feeds:
+                for symbol in feed.symbols:
+                    for channel in feed.channels:
+                        observer = self._observer(name, channel, symbol)
+                        self._handles.append(client.subscribe(channel, symbol, observer))
+
+    def _open_recording(self, by_exchange: Mapping[str, Sequence[FeedSpec]]) -> None:
+        from txexchange.client import ClientOptions
+        from txexchange.service.recording import RecordingWriter
+
+        assert self.record is not None
+        valid = set(ClientOptions.names())
+        exchanges = {}
+        for name in by_exchange:
+            urls, options = self._client_settings(name)
+            # only ClientOptions: never credentials, transports or other objects
+            exchanges[name] = {
+                "urls": dict(urls) if urls else None,
+                "options": {k: v for k, v in options.items() if k in valid},
+            }
+        clock = self.client_options.get("clock") or self.reactor
+        header = {
+            "t": clock.seconds(),
+            "wall_time": time.time(),
+            "feeds": [
+                {"exchange": f.exchange, "symbols": list(f.symbols), "channels": list(f.channels)}
+                for f in self.feeds
+            ],
+            "exchanges": exchanges,
+            "depths": sorted({s.depth for s in self.sinks}),
+            "demo": self.demo,
+        }
+        recorder = RecordingWriter(self.record, reactor=self.reactor)
+        recorder.open(header)
+        self.recorder = recorder
+        log.info("recording every frame and REST answer to {path}", path=str(recorder.path))
 
     def _observer(self, exchange: str, channel: str, symbol: str) -> Any:
         sinks = self.sinks
@@ -240,6 +302,8 @@ class FeedService(Service):
             self.reactor.stop()
 
     def _status(self, exchange: str, event: Any) -> None:
+        if self.recorder is not None and isinstance(event, StatusEvent):
+            self.recorder.status(exchange, self.clients[exchange].clock.seconds(), event)
         if isinstance(event, BookResyncing) and not event.reason.startswith("disconnected"):
             self.integrity_failures[exchange] = self.integrity_failures.get(exchange, 0) + 1
         if isinstance(event, Disconnected):
@@ -257,6 +321,8 @@ class FeedService(Service):
     def _flush(self) -> None:
         for sink in self.sinks:
             sink.flush()
+        if self.recorder is not None:
+            self.recorder.flush()
         self._timers = [t for t in self._timers if t.active()]
         self._timers.append(self.reactor.callLater(self.flush_interval, self._flush))
 
@@ -300,6 +366,10 @@ class FeedService(Service):
         for handle in self._handles:
             handle.stop()
         self._handles.clear()
+        recorder = self.recorder
+        if recorder is not None:
+            # nothing after this point reaches the sinks, so nothing is replayed either
+            recorder.end(self._client_seconds())
         if self.clients:
             conns = self.connections()
             await DeferredList([c.close() for c in self.clients.values()], consumeErrors=True)
@@ -307,6 +377,14 @@ class FeedService(Service):
                 "exchangefeed: {n} connection(s) closed with code 1000 ({ex})",
                 n=len(conns),
                 ex=", ".join(self.clients),
+            )
+        if recorder is not None:
+            await recorder.close()
+            log.info(
+                "recording {path}: {f} frames and {r} REST answers written",
+                path=str(recorder.path),
+                f=recorder.frames,
+                r=recorder.rest,
             )
         await self._close_sinks()
         if self.fake is not None:
@@ -319,6 +397,10 @@ class FeedService(Service):
             t=time.monotonic() - began,
             r=records,
         )
+
+    def _client_seconds(self) -> float:
+        client = self.client
+        return (client.clock if client is not None else self.reactor).seconds()
 
     async def _close_sinks(self) -> None:
         await DeferredList([ensureDeferred(self._close_sink(s)) for s in self.sinks])

@@ -10,6 +10,8 @@ connection is made, naming the bad key and the valid choices.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import attrs
@@ -57,7 +59,8 @@ class Options(usage.Options):
 
     synopsis = (
         "[--config FILE] [--demo] [--exchange NAME --symbols A/B,C/D --channels book,trades] "
-        "[--sink URI ...] [--metrics tcp:9100] [--shard i/n]"
+        "[--sink URI ...] [--metrics tcp:9100] [--shard i/n] "
+        "[--record FILE | --replay FILE [--replay-speed max|recorded]]"
     )
     longdesc = (
         "Collects live exchange market data into sinks (JSON lines files, SQLite, "
@@ -83,6 +86,20 @@ class Options(usage.Options):
         ["shard", None, None, "take shard i of n of the configured symbols (0-based), e.g. 0/3"],
         ["duration", None, None, "stop cleanly after this many seconds", _positive_float],
         ["rate", None, None, "demo market updates per second (default 20)", _positive_float],
+        [
+            "record",
+            None,
+            None,
+            "write every raw frame and REST answer received, with receive times, to FILE "
+            "(gzip JSON lines)",
+        ],
+        [
+            "replay",
+            None,
+            None,
+            "feed the recording FILE through the same client and sinks instead of the network",
+        ],
+        ["replay-speed", None, None, "max (as fast as possible; default) or recorded"],
         [
             "status-interval",
             None,
@@ -110,6 +127,40 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
     def _build(self) -> ServiceConfig:
+        if self["replay"] is not None:
+            return self._build_replay()
+        if self["replay-speed"] is not None:
+            raise ConfigError("--replay-speed needs --replay FILE")
+        config = self._build_live()
+        if self["record"] is not None:
+            config = attrs.evolve(config, record=_check_record_path(self["record"]))
+        return config
+
+    def _build_replay(self) -> ServiceConfig:
+        from txexchange.service.recording import header_feeds, read_header
+        from txexchange.service.replay import SPEEDS
+
+        for opt in ("config", "exchange", "symbols", "channels", "shard", "rate", "record"):
+            if self[opt] is not None:
+                raise ConfigError(
+                    f"--{opt} cannot be combined with --replay: the feeds, exchanges and "
+                    "client options come from the recording"
+                )
+        if self["demo"]:
+            raise ConfigError(
+                "--demo cannot be combined with --replay (a replay needs no exchange)"
+            )
+        speed = self["replay-speed"] or "max"
+        if speed not in SPEEDS:
+            raise ConfigError(f"--replay-speed must be one of: {', '.join(SPEEDS)}; got {speed!r}")
+        header = read_header(self["replay"])  # a bad file fails here, before anything starts
+        self["replay_header"] = header
+        config = ServiceConfig(
+            feeds=tuple(header_feeds(header)), replay=self["replay"], replay_speed=speed
+        )
+        return self._apply_common(config)
+
+    def _build_live(self) -> ServiceConfig:
         if self["config"]:
             config = load_config(self["config"])
             for opt in ("exchange", "symbols", "channels"):
@@ -123,16 +174,20 @@ class Options(usage.Options):
         changes: dict[str, Any] = {}
         if self["demo"]:
             changes["demo"] = True
-        if self["depth"] is not None:
-            changes["depth"] = self["depth"]
         if self["rate"] is not None:
             changes["demo_rate"] = self["rate"]
+        if self["shard"] is not None:
+            changes["shard"] = parse_shard(self["shard"])
+        return self._apply_common(attrs.evolve(config, **changes))
+
+    def _apply_common(self, config: ServiceConfig) -> ServiceConfig:
+        changes: dict[str, Any] = {}
+        if self["depth"] is not None:
+            changes["depth"] = self["depth"]
         if self["status-interval"] is not None:
             changes["status_interval"] = self["status-interval"]
         if self["duration"] is not None:
             changes["duration"] = self["duration"]
-        if self["shard"] is not None:
-            changes["shard"] = parse_shard(self["shard"])
         if self["metrics"] is not None:
             changes["metrics"] = parse_metrics(self["metrics"])
         sinks = list(config.sinks) + list(self["sinks"])
@@ -158,6 +213,18 @@ class Options(usage.Options):
         except BadRequest as e:
             raise ConfigError(f"--channels: {e}") from None
         return FeedSpec(exchange, parsed, tuple(channels))
+
+
+def _check_record_path(path: str) -> str:
+    """``--record FILE`` must be creatable (checked before anything starts)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"--record {path!r} is a directory")
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError(
+            f"--record {path!r}: directory {parent!r} does not exist or is not writable"
+        )
+    return path
 
 
 def build_service(config: ServiceConfig, reactor: Any) -> tuple[MultiService, Any]:
@@ -186,15 +253,28 @@ def build_service(config: ServiceConfig, reactor: Any) -> tuple[MultiService, An
                 shard=str(config.shard),
             )
     sinks = [make_sink(spec, config.depth, reactor) for spec in config.sinks]
-    service = FeedService(
-        feeds,
-        sinks,
-        reactor=reactor,
-        demo=config.demo,
-        demo_rate=config.demo_rate,
-        exchanges=config.exchanges,
-        status_interval=config.status_interval,
-    )
+    service: FeedService
+    if config.replay is not None:
+        from txexchange.service.replay import ReplayFeedService
+
+        service = ReplayFeedService(
+            config.replay,
+            sinks,
+            reactor=reactor,
+            speed=config.replay_speed,
+            status_interval=config.status_interval,
+        )
+    else:
+        service = FeedService(
+            feeds,
+            sinks,
+            reactor=reactor,
+            demo=config.demo,
+            demo_rate=config.demo_rate,
+            exchanges=config.exchanges,
+            status_interval=config.status_interval,
+            record=config.record,
+        )
     service.setServiceParent(top)
     if config.metrics:
         from twisted.application import strports
@@ -210,7 +290,16 @@ def makeService(options: Options | dict[str, Any]) -> IService:
     from twisted.internet import reactor
 
     config = options["service_config"]
-    top, _ = build_service(config, reactor)
+    top, service = build_service(config, reactor)
     if config.duration:
         reactor.callWhenRunning(reactor.callLater, config.duration, reactor.stop)
+    if config.replay is not None:
+        # a replay stops (cleanly, flushing the sinks) once the recording is through
+        def replayed(_: Any) -> None:
+            from twisted.internet.error import ReactorNotRunning
+
+            with contextlib.suppress(ReactorNotRunning):  # already stopping (SIGTERM, --duration)
+                reactor.stop()
+
+        reactor.callWhenRunning(lambda: service.when_replayed().addBoth(replayed))
     return top

@@ -67,6 +67,9 @@ class Link:
         self._pong = None if hb is None or hb.pong is None else hb.pong.encode()
         self._compression = rules.binary_compression
         self._cap = opts.max_decompressed_size
+        # the adapter may decode itself (e.g. JSON numbers kept exact as Decimal)
+        self._loads = getattr(rules, "decode", None) or loads
+        self._tap = opts.frame_tap
 
     # -- life cycle ------------------------------------------------------
 
@@ -191,7 +194,9 @@ class Link:
         stats = owner.stats
         stats.messages += 1
         stats.bytes += len(payload)
-        self.last_rx = stats.last_message_at = owner.clock.seconds()
+        self.last_rx = stats.last_message_at = now = owner.clock.seconds()
+        if self._tap is not None:
+            self._tap(self.url, now, payload, is_binary)
         if is_binary:
             if self._compression is not None:
                 try:
@@ -202,7 +207,7 @@ class Link:
         elif self._pong is not None and payload == self._pong:
             return
         try:
-            obj = loads(payload)
+            obj = self._loads(payload)
         except DecodeError as e:
             owner._reject(self, MalformedMessage(f"undecodable frame ({e}): {payload[:80]!r}"))
             return

@@ -7,6 +7,7 @@ override these through ``txexchange.exchange(..., transport=TransportOptions(...
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -67,6 +68,13 @@ class TransportOptions:
     rollover_margin: float = attrs.field(default=600.0, validator=_non_negative)
     #: after a rollover's replacement is subscribed, wait at most this long for overlap
     rollover_overlap_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: called with ``(url, received_at, payload, is_binary)`` for every frame received, the
+    #: payload exactly as received (before inflating or decoding); ``received_at`` is the
+    #: connection clock's ``seconds()``.  Used by the service's recorder (``--record``).  It
+    #: runs on the per-frame hot path, so it must be cheap and must not raise.
+    frame_tap: Callable[[str, float, bytes, bool], None] | None = attrs.field(
+        default=None, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.max_retries is not None and self.max_retries < 0:

@@ -79,6 +79,10 @@ class WireRules(Protocol):
     def control_reply(self, message: Any) -> ControlReply | None:
         """If ``message`` answers a control request, say which and how."""
 
+    # Optionally, ``decode(raw: bytes) -> Any``: the adapter's own JSON decoder
+    # (e.g. :func:`txexchange.codec.loads_exact` where prices arrive as JSON
+    # numbers); without it frames are decoded with orjson.
+
     def overlap_key(self, raw: bytes) -> Hashable:
         """Identity of a data message, equal for the same event on two connections.
 
