@@ -208,7 +208,7 @@ async def test_unknown_symbol_and_bad_options(fake, client):
     with pytest.raises(BadRequest, match="unknown option"):
         txexchange.exchange("binance", reactor=reactor, depht=5)
     with pytest.raises(NotSupported):
-        txexchange.exchange("okx")
+        txexchange.exchange("gemini")
     with pytest.raises(BadRequest, match="unknown exchange"):
         txexchange.exchange("mtgox")
 

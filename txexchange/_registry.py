@@ -14,8 +14,8 @@ from txexchange.errors import BadRequest, NotSupported
 
 __all__ = ["PLANNED", "SUPPORTED", "exchange"]
 
-SUPPORTED = ("binance",)
-PLANNED = ("okx", "gemini", "coinbase", "kraken", "bybit")
+SUPPORTED = ("binance", "okx", "bybit", "kraken", "coinbase")
+PLANNED = ("gemini",)
 
 #: keyword arguments ``exchange()`` passes to the client itself
 _CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng", "rest_tap")
@@ -50,12 +50,16 @@ def exchange(
     """The client for exchange ``name`` (``"binance"``, ...).
 
     :param reactor: the reactor to use (default: the global one, imported now).
-    :param urls: replacement URLs (Binance keys: ``ws``, ``rest``, ``ws_api``).
+    :param urls: replacement URLs (Binance keys: ``ws``, ``rest``, ``ws_api``;
+        OKX: ``public``, ``business``, ``rest``).
     :param options: :class:`~txexchange.client.ClientOptions` fields, plus
         ``transport`` (:class:`~txexchange.TransportOptions`), ``clock``,
-        ``markets``, ``http_client`` (a ``treq.client.HTTPClient``) and ``rng``.
+        ``markets``, ``http_client`` (a ``treq.client.HTTPClient``), ``rng`` and
+        ``rest_tap`` (see :class:`~txexchange.client.rest.RestClient`'s ``tap``).
     """
-    from txexchange.client import BinanceClient, ClientOptions
+    from txexchange.client import BinanceClient, BybitClient, ClientOptions, OkxClient
+    from txexchange.client.coinbase import CoinbaseClient
+    from txexchange.client.kraken import KrakenClient
 
     key = name.lower() if isinstance(name, str) else name
     if key in PLANNED:
@@ -73,8 +77,13 @@ def exchange(
             f"unknown option(s) {', '.join(map(repr, unknown))} for exchange(); valid: "
             + ", ".join(sorted(valid + list(_CLIENT_KWARGS)))
         )
-    client = BinanceClient(
-        reactor=reactor, urls=urls, options=ClientOptions(**options), **client_kwargs
-    )
+    cls = {
+        "binance": BinanceClient,
+        "coinbase": CoinbaseClient,
+        "okx": OkxClient,
+        "bybit": BybitClient,
+        "kraken": KrakenClient,
+    }[key]
+    client = cls(reactor=reactor, urls=urls, options=ClientOptions(**options), **client_kwargs)
     client.credentials = Credentials(api_key, secret, password)
     return client

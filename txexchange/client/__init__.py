@@ -10,12 +10,20 @@ from __future__ import annotations
 from txexchange.client.base import ClientOptions, ExchangeClient
 from txexchange.client.binance import BinanceClient
 from txexchange.client.binance_user import BinanceUserStream
+from txexchange.client.bybit import BybitClient
+from txexchange.client.coinbase import CoinbaseClient
+from txexchange.client.kraken import KrakenClient
+from txexchange.client.okx import OkxClient
 from txexchange.client.rest import RestClient
 
 __all__ = [
     "BinanceClient",
     "BinanceUserStream",
+    "BybitClient",
     "ClientOptions",
+    "CoinbaseClient",
     "ExchangeClient",
+    "KrakenClient",
+    "OkxClient",
     "RestClient",
 ]
