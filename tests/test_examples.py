@@ -49,3 +49,13 @@ def test_crawler_writes_top_ten_levels_per_update(tmp_path):
 )
 def test_example_runs(script, expect):
     assert expect in run(str(EXAMPLES / script))
+
+
+from txexchange._registry import SUPPORTED  # noqa: E402
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_the_same_example_runs_against_every_exchange(name):
+    out = run(str(EXAMPLES / "any_exchange.py"), name, timeout=90)
+    for what in ("book: bid", "next book: bid", "last trades:", "ticker: last"):
+        assert f"{name} " in out and what in out, out

@@ -96,7 +96,8 @@ class FeedService(Service):
         self.record = record
         #: the :class:`~txexchange.service.recording.RecordingWriter` of ``record``
         self.recorder: Any = None
-        self._fake_urls: dict[str, str] | None = None
+        #: demo mode: the simulated exchange serving each exchange's feeds
+        self.fakes: dict[str, Any] = {}
         #: clients by exchange name
         self.clients: dict[str, Any] = {}
         self.fake: Any = None
@@ -179,14 +180,16 @@ class FeedService(Service):
         for feed in self.feeds:
             by_exchange.setdefault(feed.exchange, []).append(feed)
         if self.demo and by_exchange:
-            from txexchange.testing.binance import FakeBinance
+            from txexchange.testing import fake_exchange
 
-            symbols = sorted({s for feed in self.feeds for s in feed.symbols})
-            self.fake = FakeBinance(symbols, reactor=self.reactor)
-            await self.fake.start()
-            self.fake.run(rate=self.demo_rate)
-            self._fake_urls = self.fake.urls
-            log.info("demo: simulated exchange on {url}", url=self._fake_urls["rest"])
+            for exchange, feeds in by_exchange.items():
+                symbols = sorted({s for feed in feeds for s in feed.symbols})
+                fake = fake_exchange(exchange, symbols, reactor=self.reactor)
+                await fake.start()
+                fake.run(rate=self.demo_rate)
+                self.fakes[exchange] = fake
+                log.info("demo: simulated {ex} on {url}", ex=exchange, url=fake.urls["rest"])
+            self.fake = next(iter(self.fakes.values()))
         await DeferredList(
             [s.open() for s in self.sinks], fireOnOneErrback=True, consumeErrors=True
         ).addErrback(lambda f: f.value.subFailure)
@@ -208,7 +211,8 @@ class FeedService(Service):
     def _client_settings(self, name: str) -> tuple[Any, dict[str, Any]]:
         """``(urls, options)`` of exchange ``name``'s client."""
         settings = self.exchanges.get(name, ExchangeSettings())
-        urls = self._fake_urls or settings.urls or self.urls
+        fake = self.fakes.get(name)
+        urls = fake.urls if fake is not None else (settings.urls or self.urls)
         return urls, {**self.client_options, **settings.options}
 
     def _make_client(
@@ -387,8 +391,8 @@ class FeedService(Service):
                 r=recorder.rest,
             )
         await self._close_sinks()
-        if self.fake is not None:
-            await self.fake.stop()
+        for fake in self.fakes.values():
+            await fake.stop()
         records = sum(s.records for s in self.sinks)
         log.info(
             "exchangefeed stopped after a failed start"

@@ -77,7 +77,8 @@ class Options(usage.Options):
             "symbols",
             "s",
             None,
-            "comma-separated unified symbols (demo default: " + DEMO_SYMBOLS + ")",
+            "comma-separated unified symbols (demo default: the exchange's BTC and ETH "
+            "markets, e.g. " + DEMO_SYMBOLS + ")",
         ],
         ["channels", "c", None, "comma-separated: book, trades, ticker, ohlcv:<timeframe>"],
         ["depth", "d", None, "book levels per side written per update (default 10)", _positive_int],
@@ -204,7 +205,9 @@ class Options(usage.Options):
         if symbols is None:
             if not self["demo"]:
                 raise ConfigError("--symbols is required (or use --demo, or --config FILE)")
-            symbols = DEMO_SYMBOLS
+            from txexchange.testing.fakes import DEMO_SYMBOLS as PER_EXCHANGE
+
+            symbols = ",".join(PER_EXCHANGE.get(exchange, DEMO_SYMBOLS.split(",")))
         parsed = check_symbols(symbols.split(","))
         channels = [c.strip() for c in (self["channels"] or "book").split(",") if c.strip()]
         try:

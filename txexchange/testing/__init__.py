@@ -9,11 +9,13 @@ and verify TLS with certificates from a :class:`TestCA`.
 
 from __future__ import annotations
 
+from txexchange.testing.fakes import DEMO_SYMBOLS, fake_exchange
 from txexchange.testing.rest import FakeRest, RecordedRequest, Response
 from txexchange.testing.server import FakeExchangeServer, FakeSession, ServerStopped
 from txexchange.testing.tls import ServerCertificate, TestCA
 
 __all__ = [
+    "DEMO_SYMBOLS",
     "FakeExchangeServer",
     "FakeRest",
     "FakeSession",
@@ -22,4 +24,5 @@ __all__ = [
     "ServerCertificate",
     "ServerStopped",
     "TestCA",
+    "fake_exchange",
 ]
