@@ -3,7 +3,7 @@
 Runs offline against the built-in fake of the exchange (simulated market on
 127.0.0.1); --live connects to the exchange itself.
 
-    python examples/any_exchange.py binance|okx|bybit|kraken|coinbase [--live]
+    python examples/any_exchange.py binance|okx|bybit|kraken|coinbase|gemini [--live]
 """
 
 from __future__ import annotations

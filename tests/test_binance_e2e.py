@@ -9,7 +9,7 @@ from twisted.internet import reactor
 import txexchange
 from helpers import client_delayed_calls, sleep, wait_for
 from txexchange.delivery import BookResyncing, BookSynced, BookUpdate
-from txexchange.errors import BadRequest, BadSymbol, NotSupported
+from txexchange.errors import BadRequest, BadSymbol
 from txexchange.testing.binance import FakeBinance
 from txexchange.transport import Disconnected, TransportOptions
 
@@ -207,8 +207,6 @@ async def test_unknown_symbol_and_bad_options(fake, client):
         txexchange.exchange("binance", urls={"websocket": "ws://127.0.0.1:1"})
     with pytest.raises(BadRequest, match="unknown option"):
         txexchange.exchange("binance", reactor=reactor, depht=5)
-    with pytest.raises(NotSupported):
-        txexchange.exchange("gemini")
     with pytest.raises(BadRequest, match="unknown exchange"):
         txexchange.exchange("mtgox")
 

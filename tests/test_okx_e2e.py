@@ -19,7 +19,7 @@ from helpers import client_delayed_calls, sleep, wait_for
 from txexchange.adapters import okx as adapter
 from txexchange.client import OkxClient
 from txexchange.delivery import BookResyncing, BookSynced, BookUpdate
-from txexchange.errors import BadRequest, BadSymbol, NotSupported
+from txexchange.errors import BadRequest, BadSymbol
 from txexchange.testing.okx import FakeOkx
 from txexchange.transport import Disconnected, FrameRejected, RolledOver, TransportOptions
 
@@ -340,8 +340,8 @@ async def test_unknown_symbol_bad_timeframe_and_bad_urls(fake, client):
         await client.fetch_ohlcv("BTC/USDT", "7m")
     with pytest.raises(BadRequest, match="valid keys"):
         txexchange.exchange("okx", urls={"ws": "ws://127.0.0.1:1"})
-    with pytest.raises(NotSupported):
-        txexchange.exchange("gemini")
+    with pytest.raises(BadRequest, match="unknown exchange 'mtgox'; supported: binance"):
+        txexchange.exchange("mtgox")
     assert client.markets["BTC/USDT"].id == "BTC-USDT"
 
 

@@ -186,7 +186,7 @@ BAD = [
     ([], FEED + "[servce]\n",
      "unknown key 'servce'; valid keys: service, feeds, exchanges, sinks, metrics"),
     ([], "[service]\nshard='1/2'\n", "at least one [[feeds]] table"),
-    ([], FEED.replace("binance", "gemini"), "'gemini' is planned but not implemented yet; valid: binance, okx"),  # noqa: E501
+    ([], FEED.replace("binance", "mtgox"), "'mtgox'"),
     ([], FEED.replace("BTC/USDT", "BTCUSDT"), "feeds[0].symbols must be unified BASE/QUOTE"),
     ([], FEED + "channels=['depth']\n",
      "unknown channel 'depth'; valid: book, trades, ticker, ohlcv:<timeframe>"),

@@ -14,8 +14,8 @@ from txexchange.errors import BadRequest, NotSupported
 
 __all__ = ["PLANNED", "SUPPORTED", "exchange"]
 
-SUPPORTED = ("binance", "okx", "bybit", "kraken", "coinbase")
-PLANNED = ("gemini",)
+SUPPORTED = ("binance", "okx", "bybit", "kraken", "coinbase", "gemini")
+PLANNED: tuple[str, ...] = ()
 
 #: keyword arguments ``exchange()`` passes to the client itself
 _CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng", "rest_tap")
@@ -59,6 +59,7 @@ def exchange(
     """
     from txexchange.client import BinanceClient, BybitClient, ClientOptions, OkxClient
     from txexchange.client.coinbase import CoinbaseClient
+    from txexchange.client.gemini import GeminiClient
     from txexchange.client.kraken import KrakenClient
 
     key = name.lower() if isinstance(name, str) else name
@@ -83,6 +84,7 @@ def exchange(
         "okx": OkxClient,
         "bybit": BybitClient,
         "kraken": KrakenClient,
+        "gemini": GeminiClient,
     }[key]
     client = cls(reactor=reactor, urls=urls, options=ClientOptions(**options), **client_kwargs)
     client.credentials = Credentials(api_key, secret, password)

@@ -12,6 +12,7 @@ from txexchange.client.binance import BinanceClient
 from txexchange.client.binance_user import BinanceUserStream
 from txexchange.client.bybit import BybitClient
 from txexchange.client.coinbase import CoinbaseClient
+from txexchange.client.gemini import GeminiClient
 from txexchange.client.kraken import KrakenClient
 from txexchange.client.okx import OkxClient
 from txexchange.client.rest import RestClient
@@ -23,6 +24,7 @@ __all__ = [
     "ClientOptions",
     "CoinbaseClient",
     "ExchangeClient",
+    "GeminiClient",
     "KrakenClient",
     "OkxClient",
     "RestClient",
