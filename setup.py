@@ -5,6 +5,8 @@ The Twisted plugin in ``twisted/plugins/`` is installed as part of the
 ``__init__.py``), so ``twistd`` and ``getPlugins`` find it.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 VERSION = "0.1.0.dev0"
@@ -22,10 +24,10 @@ setup(
     name="txexchange",
     version=VERSION,
     description="Twisted-native live market data from exchange WebSocket streams",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["txexchange", "txexchange.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["txexchange", "txexchange.*"]), "twisted.plugins"],
     package_data={"twisted": ["plugins/exchangefeed.py"], "txexchange": ["py.typed"]},
     install_requires=[
         "twisted[tls]>=24.7",

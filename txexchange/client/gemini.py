@@ -23,8 +23,13 @@ machine) to connections, REST and the state layer.
   exactly with :func:`txexchange.adapters.gemini.decode` from the raw body,
   which the :class:`~txexchange.client.rest.RestClient` ``tap`` hands over.
 
-The legacy Market Data v1 API (one socket per symbol, ``urls["v1"]``) is not
-driven by this client yet.
+* Legacy Market Data v1 (``GeminiClient(..., api="v1")``): the ``book`` and
+  ``trades`` streams of a symbol share one socket to
+  ``v1_url(urls["v1"], id, heartbeat=True)``; its ``initial`` change events
+  form the book, later changes update it, ``trade`` events are the trades,
+  and :class:`~txexchange.adapters.gemini_book.GeminiV1Sync` checks
+  ``socket_sequence``.  A gap closes the socket and opens a new one (a new
+  ``initial`` book).  Tickers and candles still use the current API / REST.
 """
 
 from __future__ import annotations
@@ -44,9 +49,12 @@ from txexchange.adapters.gemini_book import (
     ApplyDelta,
     ApplySnapshot,
     GeminiBookSync,
+    GeminiV1Sync,
     NeedSnapshot,
+    Reconnect,
     Resync,
     SnapshotTooOld,
+    V1Update,
 )
 from txexchange.adapters.rest import RestRequest
 from txexchange.client.base import ClientOptions, ExchangeClient
@@ -87,6 +95,7 @@ class GeminiStats:
         "malformed",
         "snapshot_requests",
         "unknown_messages",
+        "v1_reconnects",
     )
 
     def __init__(self) -> None:
@@ -96,6 +105,8 @@ class GeminiStats:
         self.exchange_errors = 0
         self.malformed = 0
         self.unknown_messages = 0
+        #: legacy v1 sockets replaced after a ``socket_sequence`` gap
+        self.v1_reconnects = 0
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -104,7 +115,9 @@ class GeminiStats:
 class _BookEntry:
     __slots__ = ("book", "fetching", "key", "retry_call", "sync", "topic")
 
-    def __init__(self, book: OrderBook, sync: GeminiBookSync, key: Key, topic: str) -> None:
+    def __init__(
+        self, book: OrderBook, sync: GeminiBookSync | GeminiV1Sync, key: Key, topic: str
+    ) -> None:
         self.book = book
         self.sync = sync
         self.key = key
@@ -114,8 +127,36 @@ class _BookEntry:
         self.retry_call: Any = None
 
 
+class _V1Socket:
+    """The legacy v1 socket of one symbol, shared by its ``book`` and ``trades`` streams.
+
+    The book is kept whenever the socket is open (also for a trades-only
+    socket), so a ``book`` stream opened later is served at once.
+    """
+
+    __slots__ = ("book", "channels", "conn", "entry", "parser", "symbol", "sync", "url")
+
+    def __init__(self, symbol: str, url: str, depth: int | None) -> None:
+        self.symbol = symbol
+        self.url = url
+        self.parser = adapter.GeminiV1Parser(symbol)
+        self.sync = GeminiV1Sync(symbol)
+        self.book = OrderBook(symbol, depth)
+        #: open streams on this socket: "book", "trades"
+        self.channels: set[str] = set()
+        #: the ``book`` stream's entry (None: no book stream open)
+        self.entry: _BookEntry | None = None
+        #: the socket's current connection (None: closed)
+        self.conn: Connection | None = None
+
+
 class GeminiClient(ExchangeClient):
     """Gemini market data.  URL keys for ``urls=``: ``ws``, ``v1`` (or ``marketdata_v1``), ``rest``.
+
+    ``api="v1"`` takes books and trades from the legacy Market Data v1 sockets
+    (one per symbol, ``urls["v1"]``) instead of the current API; tickers and
+    candles are unchanged.  :func:`txexchange.exchange` does not pass ``api``:
+    construct ``GeminiClient(..., api="v1")`` directly for it.
 
     ``rest_tap`` is handed on: it is called with every answer of an unsigned
     REST request (the recorder uses it).
@@ -139,7 +180,10 @@ class GeminiClient(ExchangeClient):
         http_client: Any = None,
         rng: random.Random | None = None,
         rest_tap: Callable[[RestRequest, int, bytes, float], None] | None = None,
+        api: str = "current",
     ) -> None:
+        if api not in ("current", "v1"):
+            raise BadRequest(f"Gemini api must be 'current' or 'v1', not {api!r}")
         super().__init__(
             reactor=reactor, clock=clock, options=options, transport=transport, markets=markets
         )
@@ -159,6 +203,15 @@ class GeminiClient(ExchangeClient):
             raise BadRequest(f"Gemini partial_depth must be 5, 10 or 20, not {opts.partial_depth}")
         if opts.update_speed not in (100, 1000):
             raise BadRequest(f"Gemini update_speed must be 100 or 1000 ms, not {opts.update_speed}")
+        if api == "v1" and opts.book_mode != "diff":
+            raise BadRequest("Gemini api='v1' keeps whole books; book_mode must be 'diff'")
+        #: "current" (the current WebSocket API) or "v1" (books and trades from legacy v1)
+        self.api = api
+        self.v1_rules = adapter.GeminiV1WireRules()
+        #: legacy v1 sockets by symbol (``api="v1"``)
+        self._v1: dict[str, _V1Socket] = {}
+        #: v1 connections replaced after a gap, still closing
+        self._v1_closing: set[Connection] = set()
         self.rules = adapter.GeminiWireRules()
         self._rng = rng
         self._user_tap = rest_tap
@@ -283,9 +336,12 @@ class GeminiClient(ExchangeClient):
         if key in self._open:
             self._open.discard(key)
             self.hub.set_not_ready(key)
-            topic = self._forget_stream(key)
-            if topic is not None:
-                self._pool_for(key).discard(topic)
+            if self._is_v1(key):
+                self._v1_release(key)
+            else:
+                topic = self._forget_stream(key)
+                if topic is not None:
+                    self._pool_for(key).discard(topic)
         self.hub.publish(("status", None), StreamFailed(key[0], key[1], error))
         self.hub.fail(key, error)
 
@@ -623,10 +679,14 @@ class GeminiClient(ExchangeClient):
             self.candles[(symbol, timeframe)] = CandleSeries(symbol, timeframe, opts.candles_limit)
             self._poll_candles(key)
             return
-        topic = self._topic(key)
-        self._topic_key[topic] = key
-        self._key_topic[key] = topic
-        if channel == "book":
+        v1 = self._is_v1(key)
+        topic = self._v1_url(market_id) if v1 else self._topic(key)
+        if not v1:
+            self._topic_key[topic] = key
+            self._key_topic[key] = topic
+        if channel == "book" and v1:
+            pass  # the v1 socket keeps the book (below)
+        elif channel == "book":
             book = OrderBook(symbol, opts.book_depth)
             self.books[symbol] = book
             # contiguous=True: the SDK's overlap (U == previous u) and PROTOCOLS.md's
@@ -650,6 +710,9 @@ class GeminiClient(ExchangeClient):
             self.rest.request(adapter.ticker_request(market_id)).addBoth(
                 self._ticker_seeded, key, "ticker"
             )
+        if v1:
+            self._v1_add(key, topic)
+            return
         pool = self._pool_for(key)
         subscribed = pool.add(topic)
         if channel == "book" and opts.book_mode == "diff":
@@ -775,6 +838,8 @@ class GeminiClient(ExchangeClient):
                     call.cancel()
             self.candles.pop((key[1], key[0][6:]), None)  # type: ignore[arg-type]
             return succeed(None)
+        if self._is_v1(key):
+            return self._v1_release(key)
         topic = self._forget_stream(key)
         if topic is None:
             return succeed(None)
@@ -807,4 +872,164 @@ class GeminiClient(ExchangeClient):
         self._timers.clear()
         self._pollers.clear()
         ds = [self.pool.close(), self.partial_pool.close(), self.rest.close()]
+        for sock in list(self._v1.values()):
+            conn, sock.conn = sock.conn, None
+            if conn is not None:
+                ds.append(conn.close())
+        self._v1.clear()
+        ds += [conn.close() for conn in list(self._v1_closing)]
         return gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
+
+    # -- legacy Market Data v1 (api="v1") -----------------------------------------
+
+    def _is_v1(self, key: Key) -> bool:
+        return self.api == "v1" and key[0] in ("book", "trades")
+
+    def _v1_url(self, market_id: str) -> str:
+        return adapter.v1_url(self.urls["v1"], market_id, heartbeat=True)
+
+    def _v1_add(self, key: Key, url: str) -> None:
+        """Open ``key``'s stream on its symbol's v1 socket (opening the socket if needed)."""
+        channel, symbol = key
+        assert symbol is not None
+        sock = self._v1.get(symbol)
+        if sock is None:
+            sock = _V1Socket(symbol, url, self.options.book_depth)
+            self._v1[symbol] = sock
+            self._v1_connect(sock)
+        sock.channels.add(channel)
+        if channel == "book":
+            self.books[symbol] = sock.book
+            entry = _BookEntry(sock.book, sock.sync, key, url)
+            sock.entry = entry
+            if sock.book.synced and not sock.book.stale:
+                self._book_synced(entry)
+
+    def _v1_connect(self, sock: _V1Socket) -> None:
+        conn: Connection
+
+        def on_message(obj: Any) -> None:
+            self._on_v1_message(sock, conn, obj)
+
+        def on_status(event: StatusEvent) -> None:
+            self._on_v1_status(sock, conn, event)
+
+        conn = Connection(
+            sock.url,
+            self.v1_rules,
+            on_message=on_message,
+            on_status=on_status,
+            reactor=self.reactor,
+            clock=self.clock,
+            options=self.transport_options,
+            rng=self._rng,
+        )
+        sock.sync.reset()
+        sock.conn = conn
+        conn.start()
+
+    def _v1_release(self, key: Key) -> Deferred[None]:
+        """Forget ``key``'s stream; the socket closes with its last stream."""
+        channel, symbol = key
+        assert symbol is not None
+        sock = self._v1.get(symbol)
+        if channel == "book":
+            self.books.pop(symbol, None)
+        else:
+            self.trades.pop(symbol, None)
+            self._pending_trades.pop(symbol, None)
+        if sock is None:
+            return succeed(None)
+        sock.channels.discard(channel)
+        if channel == "book":
+            sock.entry = None
+        if sock.channels:
+            return succeed(None)
+        del self._v1[symbol]
+        conn, sock.conn = sock.conn, None
+        return conn.close() if conn is not None else succeed(None)
+
+    def _on_v1_status(self, sock: _V1Socket, conn: Connection, event: StatusEvent) -> None:
+        if sock.conn is not conn:
+            return  # a socket replaced after a gap, closing
+        self.hub.publish(("status", None), event)
+        if isinstance(event, Connected):
+            sock.sync.reset()  # sequence 0 and a new ``initial`` book come next
+        elif isinstance(event, Disconnected):
+            sock.sync.reset()
+            self._v1_book_lost(sock, "disconnected: " + event.reason)
+        elif isinstance(event, RetriesExhaustedEvent):
+            error = event.error or ExchangeError("retries exhausted")
+            for channel in sorted(sock.channels):
+                self._stream_failed((channel, sock.symbol), error)
+
+    def _v1_book_lost(self, sock: _V1Socket, reason: str) -> None:
+        book = sock.book
+        if not book.synced or book.stale:
+            return
+        if sock.entry is not None:
+            self._book_stale(sock.entry, reason)
+        else:
+            book.mark_stale(reason)
+
+    def _on_v1_message(self, sock: _V1Socket, conn: Connection, obj: Any) -> None:
+        if sock.conn is not conn:
+            return  # the rest of a socket replaced after a gap
+        try:
+            message = sock.parser.parse(obj)
+        except MalformedMessage as e:
+            # its socket_sequence is lost with it: the next message shows the gap
+            self.stats.malformed += 1
+            log.warn("gemini: malformed v1 message: {e}", e=e)
+            return
+        if type(message) is Unknown:
+            self.stats.unknown_messages += 1
+            log.debug("gemini: {reason}", reason=message.reason)  # type: ignore[union-attr]
+            return
+        if type(message) is V1Update and message.trades and "trades" in sock.channels:
+            for trade in message.trades:  # type: ignore[union-attr]
+                self._on_trade(trade)
+        action = sock.sync.on_message(message)  # type: ignore[arg-type]
+        kind = type(action)
+        book = sock.book
+        entry = sock.entry
+        if kind is ApplyDelta:
+            delta = action.delta  # type: ignore[union-attr]
+            book.apply_delta(delta)
+            if entry is not None and not book.stale:
+                self.hub.publish(
+                    entry.key,
+                    BookUpdate(
+                        delta.symbol,
+                        delta.bids,
+                        delta.asks,
+                        delta.nonce,
+                        delta.timestamp,
+                        False,
+                        book,
+                    ),
+                )
+        elif kind is ApplySnapshot:
+            snapshot = action.snapshot  # type: ignore[union-attr]
+            if snapshot.timestamp is None:
+                snapshot = attrs.evolve(snapshot, timestamp=int(self.clock.seconds() * 1000))
+            book.apply_snapshot(snapshot)
+            for delta in action.deltas:  # type: ignore[union-attr]
+                book.apply_delta(delta)
+            if entry is not None:
+                self._book_synced(entry)
+        elif kind is Reconnect:
+            self._v1_reconnect(sock, action.reason)  # type: ignore[union-attr]
+        # Ignore: heartbeats, trade-only updates
+
+    def _v1_reconnect(self, sock: _V1Socket, reason: str) -> None:
+        """Data was missed: mark the book stale, replace the socket (a new ``initial`` book)."""
+        self.stats.v1_reconnects += 1
+        log.warn("gemini: {s} v1 socket {r}; reconnecting", s=sock.symbol, r=reason)
+        self._v1_book_lost(sock, reason)
+        old, sock.conn = sock.conn, None
+        if old is not None:
+            self._v1_closing.add(old)
+            old.close().addBoth(lambda _: self._v1_closing.discard(old))
+        if not self._closed and self._v1.get(sock.symbol) is sock:
+            self._v1_connect(sock)
