@@ -24,7 +24,8 @@ def step(title: str, cmd: list[str]) -> None:
 
 def main() -> None:
     py = sys.executable
-    step("ruff", [py, "-m", "ruff", "check", "txexchange", "tests", "examples", "twisted", "bench"])
+    linted = ["setup.py", "txexchange", "tests", "examples", "twisted", "bench"]
+    step("ruff", [py, "-m", "ruff", "check", *linted])
     with tempfile.TemporaryDirectory() as out:
         step("docs", [py, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "docs", out])
     cmd = [py, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=120", *sys.argv[1:]]
