@@ -190,3 +190,13 @@ def test_v1_bad_options():
         GeminiClient(reactor=reactor, api="v1", options=ClientOptions(book_mode="partial"))
     client = GeminiClient(reactor=reactor, urls={"marketdata_v1": "ws://127.0.0.1:1/v1"}, api="v1")
     assert client.api == "v1" and client.urls["v1"] == "ws://127.0.0.1:1/v1"
+
+
+def test_exchange_factory_passes_the_api_choice_to_gemini_only():
+    import txexchange
+    from txexchange.errors import BadRequest
+
+    client = txexchange.exchange("gemini", reactor=reactor, api="v1")
+    assert isinstance(client, GeminiClient) and client.api == "v1"
+    with pytest.raises(BadRequest, match="unknown option"):
+        txexchange.exchange("binance", reactor=reactor, api="v1")

@@ -21,6 +21,10 @@ PLANNED: tuple[str, ...] = ()
 _CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng", "rest_tap")
 
 
+#: keyword arguments only some exchanges' clients take (e.g. Gemini's legacy v1 API)
+_EXCHANGE_KWARGS: dict[str, tuple[str, ...]] = {"gemini": ("api",)}
+
+
 class Credentials:
     """API key and secret(s); never shown in reprs, logs or exceptions."""
 
@@ -70,7 +74,8 @@ def exchange(
         )
     if key not in SUPPORTED:
         raise BadRequest(f"unknown exchange {name!r}; supported: {', '.join(SUPPORTED)}")
-    client_kwargs = {k: options.pop(k) for k in _CLIENT_KWARGS if k in options}
+    extra = _EXCHANGE_KWARGS.get(key, ())
+    client_kwargs = {k: options.pop(k) for k in (*_CLIENT_KWARGS, *extra) if k in options}
     valid = ClientOptions.names()
     unknown = sorted(set(options) - set(valid))
     if unknown:
