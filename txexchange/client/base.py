@@ -456,6 +456,19 @@ class ExchangeClient:
     def _shutdown(self) -> Deferred[None]:
         raise NotImplementedError
 
+    def _stream_failed(self, key: Key, error: Exception) -> None:
+        raise NotImplementedError
+
+    def _subscribe_failed(self, failure: Failure, key: Key) -> None:
+        """Errback of a stream's subscription: the stream fails (unless already released)."""
+        if self._closed or key not in self._open:
+            return  # released (or closing) before the exchange acknowledged it
+        error = failure.value
+        if not isinstance(error, ExchangeError):
+            error = ExchangeError(str(error))
+        log.error("{name}: cannot subscribe {key}: {e}", name=self.name, key=key, e=error)
+        self._stream_failed(key, error)
+
     # -- state helpers for subclasses -------------------------------------------
 
     def _publish_trade(self, trade: Trade) -> None:

@@ -452,15 +452,6 @@ class BinanceClient(ExchangeClient):
         if entry is not None and entry.sync.state == "waiting" and not entry.sync.buffered:
             self._fetch_snapshot(entry)
 
-    def _subscribe_failed(self, failure: Failure, key: Key) -> None:
-        if self._closed or key not in self._open:
-            return  # released (or closing) before the exchange acknowledged it
-        error = failure.value
-        if not isinstance(error, ExchangeError):
-            error = ExchangeError(str(error))
-        log.error("binance: cannot subscribe {key}: {e}", key=key, e=error)
-        self._stream_failed(key, error)
-
     def _trades_seeded(self, result: Any, symbol: str, key: Key) -> None:
         pending = self._pending_trades.pop(symbol, None) or []
         buf = self.trades.get(symbol)

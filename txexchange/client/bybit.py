@@ -651,15 +651,6 @@ class BybitClient(ExchangeClient):
         self.pools[category].add(topic).addErrback(self._subscribe_failed, key)
         self._start_status_stream()
 
-    def _subscribe_failed(self, failure: Failure, key: Key) -> None:
-        if self._closed or key not in self._open:
-            return  # released (or closing) before the exchange acknowledged it
-        error = failure.value
-        if not isinstance(error, ExchangeError):
-            error = ExchangeError(str(error))
-        log.error("bybit: cannot subscribe {key}: {e}", key=key, e=error)
-        self._stream_failed(key, error)
-
     def _trades_seeded(self, result: Any, symbol: str, key: Key) -> None:
         pending = self._pending_trades.pop(symbol, None) or []
         buf = self.trades.get(symbol)

@@ -730,15 +730,6 @@ class GeminiClient(ExchangeClient):
         if sync.state == "waiting" and not sync.buffered and entry.fetching is None:
             sync.expect_snapshot()
 
-    def _subscribe_failed(self, failure: Failure, key: Key) -> None:
-        if self._closed or key not in self._open:
-            return  # released (or closing) before the exchange acknowledged it
-        error = failure.value
-        if not isinstance(error, ExchangeError):
-            error = ExchangeError(str(error))
-        log.error("gemini: cannot subscribe {key}: {e}", key=key, e=error)
-        self._stream_failed(key, error)
-
     def _trades_seeded(self, result: Any, symbol: str, key: Key) -> None:
         pending = self._pending_trades.pop(symbol, None) or []
         buf = self.trades.get(symbol)

@@ -645,15 +645,6 @@ class OkxClient(ExchangeClient):
             req = adapter.candles_request(market_id, timeframe, limit=limit)
             self.rest.request(req).addBoth(self._candles_seeded, symbol, timeframe, key)
 
-    def _subscribe_failed(self, failure: Failure, key: Key) -> None:
-        if self._closed or key not in self._open:
-            return  # released (or closing) before the exchange acknowledged it
-        error = failure.value
-        if not isinstance(error, ExchangeError):
-            error = ExchangeError(str(error))
-        log.error("okx: cannot subscribe {key}: {e}", key=key, e=error)
-        self._stream_failed(key, error)
-
     def _trades_seeded(self, result: Any, symbol: str, key: Key) -> None:
         pending = self._pending_trades.pop(symbol, None) or []
         buf = self.trades.get(symbol)
