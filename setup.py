@@ -18,7 +18,7 @@ TEST = [
     "ruff>=0.6",
     "pytest-timeout>=2",
 ]
-DOCS = ["sphinx>=7", "furo"]
+DOCS = ["sphinx>=7", "furo", "myst-parser>=2"]
 
 setup(
     name="txexchange",

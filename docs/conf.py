@@ -3,7 +3,8 @@
 project = "txexchange"
 author = "txexchange developers"
 copyright = "2026, txexchange developers"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "sphinx.ext.napoleon"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "sphinx.ext.napoleon", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 html_theme = "furo"
 exclude_patterns = ["_build"]
 autodoc_member_order = "bysource"
