@@ -31,6 +31,7 @@ from txexchange.adapters.binance import (
 from txexchange.adapters.rest import RestRequest
 from txexchange.codec import loads
 from txexchange.errors import (
+    AuthenticationError,
     BadRequest,
     BadSymbol,
     DDoSProtection,
@@ -1072,7 +1073,9 @@ def test_rest_errors() -> None:
     assert type(weight) is RateLimitExceeded and weight.retry_after == 3.0
     param = bn.parse_rest_error(400, {}, b'{"code":-1102,"msg":"Mandatory parameter"}')
     assert type(param) is BadRequest
-    unknown_code = bn.parse_rest_error(400, {}, b'{"code":-2015,"msg":"Invalid API-key"}')
+    auth = bn.parse_rest_error(401, {}, b'{"code":-2015,"msg":"Invalid API-key"}')
+    assert type(auth) is AuthenticationError
+    unknown_code = bn.parse_rest_error(400, {}, b'{"code":-9999,"msg":"something new"}')
     assert type(unknown_code) is BadRequest
     odd = bn.parse_rest_error(302, {}, b"garbage{")
     assert type(odd) is ExchangeError

@@ -281,9 +281,10 @@ def test_rest_tap_sees_unsigned_answers_only():
         http_client=http,
         parse_error=binance_adapter.parse_rest_error,
         tap=lambda req, status, body, t: seen.append((req.path, status, body, t)),
+        sign=lambda req, base: (f"{base}{req.path}?signature=s", {}, None),
     )
     plain = rest.request(RestRequest("GET", "/api/v3/time"))
-    signed = rest.request(RestRequest("GET", "/api/v3/account", {"signature": "s"}, signed=True))
+    signed = rest.request(RestRequest("GET", "/api/v3/account", signed=True))
     clock.advance(5)
     assert http.answer("GET", "/api/v3/time", 200, b'{"serverTime": 1}')
     assert http.answer("GET", "/api/v3/account?signature=s", 200, b'{"balances": []}')

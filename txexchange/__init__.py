@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from txexchange import errors
 from txexchange._registry import exchange
+from txexchange.credentials import Credentials
 from txexchange.errors import (
     BadRequest,
     BadSymbol,
@@ -24,6 +25,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BadRequest",
     "BadSymbol",
+    "Credentials",
     "ExchangeError",
     "NetworkError",
     "RateLimitExceeded",

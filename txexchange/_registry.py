@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from txexchange.credentials import Credentials
 from txexchange.errors import BadRequest, NotSupported
 
 __all__ = ["PLANNED", "SUPPORTED", "exchange"]
@@ -25,22 +26,6 @@ _CLIENT_KWARGS = ("clock", "transport", "markets", "http_client", "rng", "rest_t
 _EXCHANGE_KWARGS: dict[str, tuple[str, ...]] = {"gemini": ("api",)}
 
 
-class Credentials:
-    """API key and secret(s); never shown in reprs, logs or exceptions."""
-
-    __slots__ = ("api_key", "password", "secret")
-
-    def __init__(self, api_key: str | None, secret: str | None, password: str | None) -> None:
-        self.api_key = api_key
-        self.secret = secret
-        self.password = password
-
-    def __repr__(self) -> str:
-        return f"<Credentials api_key={'set' if self.api_key else 'unset'}>"
-
-    __str__ = __repr__
-
-
 def exchange(
     name: str,
     *,
@@ -49,6 +34,7 @@ def exchange(
     api_key: str | None = None,
     secret: str | None = None,
     password: str | None = None,
+    credentials: Credentials | None = None,
     **options: Any,
 ) -> Any:
     """The client for exchange ``name`` (``"binance"``, ...).
@@ -56,6 +42,10 @@ def exchange(
     :param reactor: the reactor to use (default: the global one, imported now).
     :param urls: replacement URLs (Binance keys: ``ws``, ``rest``, ``ws_api``;
         OKX: ``public``, ``business``, ``rest``).
+    :param api_key, secret, password: the API credentials for private calls
+        (``password`` is OKX's passphrase); or instead
+    :param credentials: a :class:`~txexchange.Credentials` (e.g.
+        ``Credentials.from_env("BINANCE")`` or ``Credentials.from_file(path)``).
     :param options: :class:`~txexchange.client.ClientOptions` fields, plus
         ``transport`` (:class:`~txexchange.TransportOptions`), ``clock``,
         ``markets``, ``http_client`` (a ``treq.client.HTTPClient``), ``rng`` and
@@ -92,5 +82,12 @@ def exchange(
         "gemini": GeminiClient,
     }[key]
     client = cls(reactor=reactor, urls=urls, options=ClientOptions(**options), **client_kwargs)
-    client.credentials = Credentials(api_key, secret, password)
+    if credentials is not None:
+        if not isinstance(credentials, Credentials):
+            raise BadRequest("credentials must be a txexchange.Credentials")
+        if api_key is not None or secret is not None or password is not None:
+            raise BadRequest("pass either credentials= or api_key/secret/password, not both")
+        client.credentials = credentials
+    else:
+        client.credentials = Credentials(api_key, secret, password)
     return client

@@ -15,13 +15,17 @@ __all__ = [
     "ConnectionClosed",
     "DDoSProtection",
     "DecompressionBomb",
+    "DuplicateOrderId",
     "ExchangeError",
     "ExchangeNotAvailable",
     "FrameTooLarge",
+    "InsufficientFunds",
     "InvalidNonce",
+    "InvalidOrder",
     "MalformedMessage",
     "NetworkError",
     "NotSupported",
+    "OrderNotFound",
     "PermissionDenied",
     "ProtocolViolation",
     "RateLimitExceeded",
@@ -142,3 +146,19 @@ class InvalidNonce(NetworkError):
 
     Usually a local clock out of step with the exchange's: resynchronise and retry.
     """
+
+
+class InsufficientFunds(ExchangeError):
+    """The account does not hold enough of an asset for the order or withdrawal."""
+
+
+class InvalidOrder(ExchangeError):
+    """The exchange refused the order's parameters (price, amount, filters, type)."""
+
+
+class DuplicateOrderId(InvalidOrder):
+    """An open order already has this client order id."""
+
+
+class OrderNotFound(InvalidOrder):
+    """No such order (unknown id, or already closed when cancelling)."""

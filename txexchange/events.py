@@ -14,12 +14,18 @@ from typing import Literal
 import attrs
 
 __all__ = [
+    "BalanceDelta",
+    "BalanceSnapshot",
     "BookDelta",
     "BookSnapshot",
     "Candle",
+    "Fill",
     "Level",
+    "Order",
+    "OrderStatus",
     "Ticker",
     "Trade",
+    "Transfer",
 ]
 
 #: ``(price, amount)`` as the exchange's decimal strings.  Adapters may pass
@@ -104,3 +110,97 @@ class Candle:
     close: str
     volume: str
     closed: bool = False
+
+
+# -- private (account) events -------------------------------------------------------
+
+#: ccxt's order states
+OrderStatus = Literal["open", "closed", "canceled", "rejected", "expired"]
+
+
+@attrs.frozen(slots=True)
+class Order:
+    """The whole current state of one of the user's orders (not a delta).
+
+    ``last_update`` (ms, the exchange's time of this state) orders states of
+    the same order: the account keeps the newest.  ``info`` is the
+    exchange's own message, unchanged.
+    """
+
+    symbol: str
+    id: str
+    status: OrderStatus
+    side: Literal["buy", "sell"]
+    type: str
+    amount: str
+    filled: str
+    price: str | None = None
+    client_order_id: str | None = None
+    timestamp: int | None = None
+    last_update: int | None = None
+    #: quote amount filled so far (sum of price x amount of the fills)
+    cost: str | None = None
+    average: str | None = None
+    time_in_force: str | None = None
+    fee_cost: str | None = None
+    fee_currency: str | None = None
+    info: object = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class Fill:
+    """One execution of one of the user's orders (ccxt's "my trade")."""
+
+    symbol: str
+    id: str
+    order_id: str
+    timestamp: int
+    side: Literal["buy", "sell"]
+    price: str
+    amount: str
+    taker_or_maker: Literal["taker", "maker"] | None = None
+    fee_cost: str | None = None
+    fee_currency: str | None = None
+    client_order_id: str | None = None
+    info: object = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class BalanceSnapshot:
+    """Absolute balances: ``{currency: (free, used)}`` for the currencies named.
+
+    ``complete`` says whether currencies not named are zero (a full account
+    answer) or unchanged (an update naming only what changed).
+    """
+
+    balances: dict[str, tuple[str, str]]
+    timestamp: int | None = None
+    complete: bool = False
+    info: object = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class BalanceDelta:
+    """A change of one currency's free balance (deposit, withdrawal, transfer)."""
+
+    currency: str
+    delta: str
+    timestamp: int | None = None
+    info: object = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class Transfer:
+    """A deposit or withdrawal (ccxt's "transaction")."""
+
+    id: str
+    type: Literal["deposit", "withdrawal"]
+    currency: str
+    amount: str
+    status: Literal["pending", "ok", "failed", "canceled"]
+    timestamp: int | None = None
+    address: str | None = None
+    txid: str | None = None
+    network: str | None = None
+    fee_cost: str | None = None
+    info: object = attrs.field(default=None, eq=False, repr=False)

@@ -31,12 +31,19 @@ from txexchange.adapters.binance_book import (
 from txexchange.adapters.rest import RestRequest
 from txexchange.codec import DecodeError, dumps, loads
 from txexchange.errors import (
+    AuthenticationError,
     BadRequest,
     BadSymbol,
     DDoSProtection,
+    DuplicateOrderId,
     ExchangeError,
     ExchangeNotAvailable,
+    InsufficientFunds,
+    InvalidNonce,
+    InvalidOrder,
     MalformedMessage,
+    OrderNotFound,
+    PermissionDenied,
     RateLimitExceeded,
     RequestTimeout,
 )
@@ -72,6 +79,7 @@ __all__ = [
     "depth_request",
     "depth_topic",
     "depth_weight",
+    "error_class",
     "exchange_info_request",
     "kline_topic",
     "klines_request",
@@ -999,7 +1007,29 @@ ERROR_CODES: Mapping[int, type[ExchangeError]] = {
     -1111: BadRequest,  # BAD_PRECISION
     -1120: BadRequest,  # BAD_INTERVAL
     -1121: BadSymbol,  # BAD_SYMBOL
+    -1002: PermissionDenied,  # UNAUTHORIZED
+    -1013: InvalidOrder,  # filter failure (price, lot size, notional)
+    -1021: InvalidNonce,  # INVALID_TIMESTAMP: outside recvWindow / ahead of server time
+    -1022: AuthenticationError,  # INVALID_SIGNATURE
+    -2010: InvalidOrder,  # NEW_ORDER_REJECTED (refined by message, see error_class)
+    -2011: OrderNotFound,  # CANCEL_REJECTED ("Unknown order sent.")
+    -2013: OrderNotFound,  # NO_SUCH_ORDER
+    -2014: AuthenticationError,  # BAD_API_KEY_FMT
+    -2015: AuthenticationError,  # REJECTED_MBX_KEY: invalid key, IP or permissions
 }
+
+
+def error_class(code: int | None, msg: str | None) -> type[ExchangeError] | None:
+    """The error class for Binance ``code`` (refined by ``msg`` where Binance
+    shares one code among several causes), or ``None`` if the code is unknown."""
+    cls = ERROR_CODES.get(code) if code is not None else None
+    if code == -2010 and isinstance(msg, str):
+        text = msg.lower()
+        if "insufficient balance" in text:
+            return InsufficientFunds
+        if "duplicate order" in text:
+            return DuplicateOrderId
+    return cls
 
 
 def parse_rest_error(status: int, headers: Any, body: Any) -> ExchangeError:
@@ -1043,7 +1073,7 @@ def parse_rest_error(status: int, headers: Any, body: Any) -> ExchangeError:
     elif status >= 500:
         error = ExchangeNotAvailable(text + " (execution status unknown)")
     else:
-        cls = ERROR_CODES.get(code) if code is not None else None
+        cls = error_class(code, msg)
         if cls is None:
             cls = BadRequest if 400 <= status < 500 else ExchangeError
         limited = issubclass(cls, RateLimitExceeded)

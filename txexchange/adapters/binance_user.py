@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from txexchange.adapters import Unknown
-from txexchange.adapters.binance import ERROR_CODES
+from txexchange.adapters.binance import error_class
 from txexchange.adapters.binance_signing import Signer, check_recv_window, timestamp_ms
 from txexchange.codec import DecodeError, dumps, loads
 from txexchange.errors import (
@@ -105,7 +105,7 @@ def ws_api_error(reply: Any) -> ExchangeError:
         text += ": malformed error reply"
     cls: type[ExchangeError] | None = None
     if code is not None:
-        cls = USER_STREAM_ERROR_CODES.get(code) or ERROR_CODES.get(code)
+        cls = USER_STREAM_ERROR_CODES.get(code) or error_class(code, msg)
     if cls is None:
         if status == 429 or status == 418:
             cls = RateLimitExceeded
@@ -190,6 +190,9 @@ class BinanceUserStreamRules:
     #: the ``timestamp`` of the last subscribe frame built
     last_timestamp: int | None = attrs.field(default=None, init=False)
     _sent: dict[Any, str] = attrs.field(factory=dict, init=False)
+    #: called after every acknowledged subscription (the first and each one
+    #: made again after a reconnect); set by the client layer
+    on_subscribed: Callable[[], None] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         check_recv_window(self.recv_window)
@@ -237,6 +240,8 @@ class BinanceUserStreamRules:
                 sub = result.get("subscriptionId") if isinstance(result, dict) else None
                 self.subscription_id = sub if type(sub) is int else None
                 self.subscriptions_acknowledged += 1
+                if self.on_subscribed is not None:
+                    self.on_subscribed()
             else:
                 self.subscription_id = None
             return ControlReply(request_id, True)

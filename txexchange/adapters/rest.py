@@ -24,7 +24,8 @@ class RestRequest:
     the query string for GET (in their insertion order); ``weight`` is what
     the exchange charges against the caller's rate-limit budget; ``signed``
     says whether the request must be signed with the user's key before it is
-    sent.
+    sent.  Requests that change state (``POST``, ``DELETE``) are never retried
+    once sent, unless the exchange refused them unprocessed (429).
     """
 
     method: str
@@ -32,6 +33,15 @@ class RestRequest:
     params: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     weight: int = 1
     signed: bool = False
+    #: a JSON-able request body (POST/PUT/DELETE on exchanges that take JSON
+    #: bodies); the exchange's signer serialises and signs it
+    body: Any = attrs.field(default=None, hash=False)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending it twice does no harm: only then is it retried after an
+        answer that leaves its outcome unknown (5xx, timeout, dropped connection)."""
+        return self.method in ("GET", "HEAD")
 
     def query_string(self) -> str:
         """``params`` percent-encoded as ``k=v&...`` (booleans as ``true``/``false``)."""

@@ -21,6 +21,9 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txexchange.client.account import PRIVATE_CHANNELS
+from txexchange.client.private import PrivateMethods
+from txexchange.credentials import Credentials
 from txexchange.delivery import Hub, ObserverHandle, StreamFailed, UpdateStream
 from txexchange.delivery.hub import Key
 from txexchange.errors import BadRequest, BadSymbol, ClientClosed, ExchangeError
@@ -42,7 +45,7 @@ __all__ = ["CHANNELS", "ClientOptions", "ExchangeClient"]
 
 log = Logger()
 
-CHANNELS = ("book", "trades", "ticker", "ohlcv:<timeframe>", "status")
+CHANNELS = ("book", "trades", "ticker", "ohlcv:<timeframe>", "status", *PRIVATE_CHANNELS)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -76,8 +79,18 @@ class ClientOptions:
     weight_limit: int = attrs.field(default=6000, validator=_positive)
     #: values an async iterator keeps for a slow consumer (books keep only the latest)
     stream_maxlen: int = attrs.field(default=1000, validator=_positive)
+    #: where orders are placed and cancelled: "ws" (the exchange's WebSocket API,
+    #: where it has one) or "rest"
+    trade_over: str = attrs.field(default="ws")
+    #: ms a signed request stays valid after its timestamp (Binance recvWindow,
+    #: Bybit X-BAPI-RECV-WINDOW); None: the exchange's default (5000)
+    recv_window: int | None = attrs.field(default=None, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
+        if self.trade_over not in ("ws", "rest"):
+            raise BadRequest(f"option trade_over must be 'ws' or 'rest', got {self.trade_over!r}")
+        if self.recv_window is not None and self.recv_window > 60_000:
+            raise BadRequest(f"option recv_window must be at most 60000 ms, got {self.recv_window}")
         if self.book_mode not in ("diff", "partial"):
             raise BadRequest(
                 f"option book_mode must be 'diff' or 'partial', got {self.book_mode!r}"
@@ -88,7 +101,7 @@ class ClientOptions:
         return [a.name for a in attrs.fields(cls)]
 
 
-class ExchangeClient:
+class ExchangeClient(PrivateMethods):
     """Live state of one exchange, by pull (``fetch_*``) and push (observers, ``watch_*``).
 
     Not constructed directly: use :func:`txexchange.exchange`.
@@ -124,6 +137,9 @@ class ExchangeClient:
         self._held: set[Key] = set()
         self._closed = False
         self._close_d: _Shared | None = None
+        #: API credentials for the private methods (``exchange()`` sets them)
+        self.credentials = Credentials()
+        self._private_account = None
         if markets is not None:
             self._index = (
                 markets
@@ -360,6 +376,8 @@ class ExchangeClient:
         """
         if self._closed:
             raise ClientClosed(f"{self.name} client is closed")
+        if channel in PRIVATE_CHANNELS:
+            return self._subscribe_private(channel, symbol, observer)
         key = self._key(channel, symbol)
         handle = self.hub.add_observer(key, observer)
         if key[0] != "status":
@@ -412,6 +430,8 @@ class ExchangeClient:
         latest state to a slow consumer; other channels keep up to
         ``stream_maxlen`` values.  ``close()`` it when done.
         """
+        if channel in PRIVATE_CHANNELS:
+            return self._stream_private(channel, symbol, self.options.stream_maxlen)
         key = self._key(channel, symbol)
         convert = _CONVERTERS.get(key[0].split(":")[0], lambda x: x)
         s = UpdateStream(
@@ -431,7 +451,9 @@ class ExchangeClient:
         if self._close_d is None:
             self._closed = True
             self.hub.close()
-            self._close_d = _Shared(self._shutdown())
+            self._close_d = _Shared(
+                _gather([self._close_private(), self._shutdown()]).addCallback(lambda _: None)
+            )
         return self._close_d.wait()
 
     # -- for subclasses ---------------------------------------------------------

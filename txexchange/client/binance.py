@@ -135,6 +135,13 @@ class BinanceClient(ExchangeClient):
         self._pending_trades: dict[str, list[Trade] | None] = {}
         self._timers: set[Any] = set()
 
+    # -- private ----------------------------------------------------------------
+
+    def _account_backend(self) -> Any:
+        from txexchange.client.binance_account import BinanceAccountBackend
+
+        return BinanceAccountBackend(self, self.credentials)
+
     # -- connections ------------------------------------------------------------
 
     def _new_connection(self) -> Connection:

@@ -21,23 +21,28 @@ from twisted.python.failure import Failure
 
 from txexchange.adapters import Unknown
 from txexchange.adapters.binance import resolve_urls
-from txexchange.adapters.binance_signing import Signer, check_recv_window
+from txexchange.adapters.binance_signing import Signer, check_recv_window, timestamp_ms
 from txexchange.adapters.binance_user import (
     USER_DATA_TOPIC,
     BinanceUserStreamRules,
     UserEvent,
     parse_user_message,
+    ws_api_error,
 )
+from txexchange.codec import dumps
 from txexchange.errors import (
     AuthenticationError,
     ClientClosed,
     ExchangeError,
+    ExchangeNotAvailable,
+    RequestTimeout,
     SubscriptionError,
 )
 from txexchange.transport import (
     Connection,
     ConnectionStats,
     ControlFailed,
+    Disconnected,
     StatusEvent,
     TransportOptions,
 )
@@ -96,6 +101,11 @@ class BinanceUserStream:
         ``outboundAccountPosition``, ``balanceUpdate``, ``listStatus``,
         ``eventStreamTerminated``, ...) exactly as Binance sent it, in order.
         An exception raised by it is logged and the stream goes on.
+    :param on_subscribed: called with the number of subscriptions acknowledged
+        so far after each one: 1 for the first, more after each reconnect
+        (events sent while the socket was down are lost: a caller keeping
+        state reloads it from REST then).
+    :param request_timeout: seconds :meth:`request` waits for an answer.
     :param on_status: called with each transport
         :class:`~txexchange.transport.StatusEvent` (connected, disconnected,
         reconnect scheduled, control failed, ...).
@@ -120,12 +130,19 @@ class BinanceUserStream:
         transport: TransportOptions | None = None,
         on_event: Callable[[dict[str, Any]], None],
         on_status: Callable[[StatusEvent], None] | None = None,
+        on_subscribed: Callable[[int], None] | None = None,
+        request_timeout: float = 10.0,
     ) -> None:
         self._signer = Signer(api_key, secret)
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.urls = resolve_urls(urls)
         self.rules = BinanceUserStreamRules(self._signer, self.clock.seconds)
+        self.rules.on_subscribed = self._acknowledged
+        self._on_subscribed = on_subscribed
+        self._request_timeout = request_timeout
+        self._requests: dict[str, tuple[Deferred[Any], Any]] = {}
+        self._request_seq = 0
         self._on_event = on_event
         self._on_user_status = on_status
         if transport is not None and transport.frame_tap is not None:
@@ -243,14 +260,101 @@ class BinanceUserStream:
         """Stop reconnecting and close the session with code 1000; fires when it is gone."""
         self._closing = True
         self._subscribed = False
+        self._fail_requests(ClientClosed("the WebSocket API session was closed"))
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
         return self.connection.close()
 
+    # -- WebSocket API requests ---------------------------------------------------
+
+    def request(
+        self, method: str, params: Mapping[str, Any] | None = None, *, signed: bool = True
+    ) -> Deferred[Any]:
+        """Send a WebSocket API request on this session; fires with its ``result``.
+
+        ``signed`` requests get ``apiKey``, ``timestamp`` (with the time
+        offset), ``recvWindow`` and ``signature``.  Fails with the typed
+        error of Binance's answer, :class:`~txexchange.errors.RequestTimeout`
+        after ``request_timeout`` seconds, or
+        :class:`~txexchange.errors.ExchangeNotAvailable` if the session is
+        not open or is lost before the answer (the outcome of the request is
+        then unknown; nothing is re-sent).
+        """
+        if self._closing:
+            return fail(ClientClosed("the WebSocket API session was closed"))
+        if not self.connection.is_open:
+            return fail(ExchangeNotAvailable(f"Binance WebSocket API not connected ({method})"))
+        self._request_seq += 1
+        rid = f"tx{self._request_seq}"
+        body: dict[str, Any] = dict(params or {})
+        try:
+            if signed:
+                ts = timestamp_ms(self.clock.seconds, self.rules.time_offset_ms)
+                body = self._signer.ws_api_params(
+                    body, timestamp=ts, recv_window=self.rules.recv_window
+                )
+            frame = dumps({"id": rid, "method": method, "params": body})
+        except ExchangeError as e:
+            return fail(e)
+
+        def cancelled(_: Deferred[Any]) -> None:
+            entry = self._requests.pop(rid, None)
+            if entry is not None and entry[1].active():
+                entry[1].cancel()
+
+        d: Deferred[Any] = Deferred(cancelled)
+        timer = self.clock.callLater(self._request_timeout, self._timed_out, rid, method)
+        self._requests[rid] = (d, timer)
+        try:
+            self.connection.send(frame)
+        except ExchangeError as e:
+            self._requests.pop(rid, None)
+            timer.cancel()
+            return fail(ExchangeNotAvailable(f"Binance WebSocket API: {e}"))
+        return d
+
+    def _timed_out(self, rid: str, method: str) -> None:
+        entry = self._requests.pop(rid, None)
+        if entry is not None:
+            entry[0].errback(
+                RequestTimeout(f"Binance WebSocket API: no answer to {method} within "
+                               f"{self._request_timeout:g}s (outcome unknown)")
+            )  # fmt: skip
+
+    def _answer(self, message: dict[str, Any]) -> bool:
+        entry = self._requests.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if entry is None:
+            return False
+        d, timer = entry
+        if timer.active():
+            timer.cancel()
+        if message.get("status") == 200 and "error" not in message:
+            d.callback(message.get("result"))
+        else:
+            d.errback(ws_api_error(message))
+        return True
+
+    def _fail_requests(self, error: ExchangeError) -> None:
+        pending, self._requests = self._requests, {}
+        for d, timer in pending.values():
+            if timer.active():
+                timer.cancel()
+            d.errback(error)
+
+    def _acknowledged(self) -> None:
+        if self._on_subscribed is None:
+            return
+        try:
+            self._on_subscribed(self.rules.subscriptions_acknowledged)
+        except Exception:  # noqa: BLE001 - a listener bug must not break the stream
+            log.failure("Binance user data stream: on_subscribed raised")
+
     # -- incoming -------------------------------------------------------------------
 
     def _message(self, message: Any) -> None:
+        if type(message) is dict and "id" in message and self._requests and self._answer(message):
+            return
         parsed = parse_user_message(message)
         if isinstance(parsed, Unknown):
             self.stats.unknown += 1
@@ -289,6 +393,12 @@ class BinanceUserStream:
         log.warn("Binance user data stream not re-subscribed: {error}", error=str(failure.value))
 
     def _status(self, event: StatusEvent) -> None:
+        if isinstance(event, Disconnected) and self._requests:
+            self._fail_requests(
+                ExchangeNotAvailable(
+                    "Binance WebSocket API connection lost before the answer (outcome unknown)"
+                )
+            )
         if isinstance(event, ControlFailed):
             self.stats.refused += 1
             if self._subscribed and not self._closing and self.rules.last_error is not None:

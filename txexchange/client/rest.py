@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from txexchange.adapters.rest import RestRequest
 from txexchange.codec import DecodeError, loads
 from txexchange.errors import (
+    AuthenticationError,
     ClientClosed,
     ExchangeError,
     ExchangeNotAvailable,
@@ -73,6 +74,10 @@ class RestClient:
     :param used_weight: ``headers -> int | None``: the server's count of used weight.
     :param weight_limit: budget per ``weight_window`` seconds (Binance: 6000 a minute).
     :param safety: fraction of the budget this client allows itself.
+    :param sign: ``(request, base_url) -> (url, headers, body)`` for requests
+        marked ``signed`` (the exchange's signer, holding the secret); called
+        again for every attempt, so each carries a fresh timestamp.  A signed
+        request without a signer fails with :class:`AuthenticationError`.
     :param tap: called with ``(request, status, body, received_at)`` for every
         answer of an unsigned request (signed ones never), before it is
         handled; the service's recorder (``--record``) uses it.
@@ -97,6 +102,7 @@ class RestClient:
         retry_delay: float = 0.5,
         headers: dict[str, str] | None = None,
         tap: Callable[[RestRequest, int, bytes, float], None] | None = None,
+        sign: Callable[[RestRequest, str], tuple[str, dict[str, str], bytes | None]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._reactor = reactor
@@ -110,6 +116,7 @@ class RestClient:
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay
         self._tap = tap
+        self._sign = sign
         self._headers = {k.encode(): [v.encode()] for k, v in (headers or {}).items()}
         self._queue: deque[_Pending] = deque()
         self._in_flight = 0
@@ -138,6 +145,12 @@ class RestClient:
         return HTTPClient(agent)
 
     # -- public ---------------------------------------------------------------
+
+    def set_signer(
+        self, sign: Callable[[RestRequest, str], tuple[str, dict[str, str], bytes | None]]
+    ) -> None:
+        """Install the signer of ``signed`` requests (see the ``sign`` parameter)."""
+        self._sign = sign
 
     @property
     def used_weight(self) -> int:
@@ -224,11 +237,27 @@ class RestClient:
         self._in_flight += 1
         self.stats.requests += 1
         self.stats.weight_sent += req.weight
-        url = req.url(self.base_url)
+        headers = self._headers
+        body: bytes | None = None
+        if req.signed:
+            try:
+                if self._sign is None:
+                    raise AuthenticationError(f"{req.path}: a signed request needs API credentials")
+                url, extra, body = self._sign(req, self.base_url)
+            except ExchangeError as e:
+                self._in_flight -= 1
+                self.stats.errors += 1
+                pending.deferred.errback(e)
+                self._schedule(0)
+                return
+            headers = {**headers, **{k.encode(): [v.encode()] for k, v in extra.items()}}
+        else:
+            url = req.url(self.base_url)
         d = self._http.request(
             req.method,
             url,
-            headers=self._headers or None,
+            headers=headers or None,
+            data=body,
             timeout=self._timeout,
             reactor=self._reactor,
         )
@@ -281,7 +310,7 @@ class RestClient:
             )
             self._retry(pending, error, 0.0)
             return
-        if isinstance(error, ExchangeNotAvailable):
+        if isinstance(error, ExchangeNotAvailable) and pending.request.idempotent:
             self._retry(pending, error, self._backoff(pending))
             return
         self.stats.errors += 1
@@ -303,6 +332,11 @@ class RestClient:
             )
         else:
             error = NetworkError(f"{pending.request.path}: {failure.getErrorMessage()}")
+        if not pending.request.idempotent:
+            # it may have been executed: the caller decides (e.g. looks the order up)
+            self.stats.errors += 1
+            pending.deferred.errback(error)
+            return
         self._retry(pending, error, self._backoff(pending))
 
     def _backoff(self, pending: _Pending) -> float:

@@ -35,6 +35,8 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from txexchange.codec import DecodeError, dumps, loads
+from txexchange.testing.binance_account import WS_METHODS as PRIVATE_WS_METHODS
+from txexchange.testing.binance_account import FakeBinancePrivate
 from txexchange.testing.market import MarketUpdate, SimTrade, SimulatedMarket
 from txexchange.testing.rest import RecordedRequest, Response
 from txexchange.testing.server import FakeExchangeServer, FakeSession
@@ -502,6 +504,10 @@ class FakeBinance:
         #: API key -> HMAC secret accepted by the WebSocket API's signed requests
         self.api_keys: dict[str, str] = dict(api_keys or {})
         self._register_routes()
+        #: the private side: signed endpoints, accounts and orders (see its module)
+        self.private = FakeBinancePrivate(self, _RequestError)
+        #: balances, orders and fills of every API key (``fund``, ``fill``, ``deposit``)
+        self.ledger = self.private.ledger
 
     def __repr__(self) -> str:
         return f"<FakeBinance {len(self._symbols)} symbols {self.server!r}>"
@@ -983,6 +989,9 @@ class FakeBinance:
         params = (message.get("params") if isinstance(message, dict) else None) or {}
         if method in _USER_METHODS:
             self._user_request(session, request_id, method, params)
+            return
+        if method in PRIVATE_WS_METHODS:
+            self.private.ws_request(session, request_id, method, params)
             return
         weights = {"ping": 1, "time": 1, "exchangeInfo": 20}
         try:
