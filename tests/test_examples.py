@@ -45,6 +45,7 @@ def test_crawler_writes_top_ten_levels_per_update(tmp_path):
         ("pull_order_book.py", "second call already fired: True"),
         ("push_observer.py", "(snapshot)"),
         ("async_for.py", "#20 nonce="),
+        ("binance_private.py", "BTC free: 0.01000000 USDT used: 0.00000000"),
     ],
 )
 def test_example_runs(script, expect):

@@ -46,7 +46,7 @@ class _Refused(Exception):
 
 def f8(value: Decimal) -> str:
     """Binance's number format: at least 8 decimals, never an exponent, exact."""
-    text = f"{value:f}"
+    text = f"{value.normalize():f}" if value else "0"
     decimals = len(text.partition(".")[2])
     return f"{value:.8f}" if decimals <= 8 else text
 
