@@ -137,6 +137,9 @@ async def test_balance_loaded_once_then_kept_by_the_stream(client, fake, logs):
     assert "ETH" in after
     assert len(fake.private.signed_requests) == loads, "a stream update made a REST call"
     assert_balances_true(balance, fake)
+    backend = client.private.backend
+    for obj in (client, client.private, backend, backend.stream, client.credentials):
+        assert SECRET not in repr(obj) and KEY not in repr(obj), type(obj)
 
 
 @pytest_twisted.ensureDeferred
