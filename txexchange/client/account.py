@@ -122,8 +122,19 @@ class AccountStats:
 class PrivateAccount:
     """Balances, orders and fills of one API key, kept live (see the module docstring)."""
 
-    def __init__(self, backend: AccountBackend, hub: Hub, *, name: str, timeout: float) -> None:
+    #: seconds before a failed recovery is tried again
+    retry_delay: float = 5.0
+
+    def __init__(
+        self, backend: AccountBackend, hub: Hub, *, name: str, timeout: float, clock: Any
+    ) -> None:
         self.backend = backend
+        self.clock = clock
+        self._retry_call: Any = None
+        self._failed_recovery = False
+        #: exchange time (ms) of the last private event received / of the last full load
+        self._heard_at = 0
+        self._synced_at = 0
         self.hub = hub
         self.name = name
         self.timeout = timeout
@@ -171,6 +182,8 @@ class PrivateAccount:
             outcome = None
             self._outcome = None
             self.hub.set_ready(("balance", None))
+            if self._gap_at is not None:
+                self._retry()  # the stream reconnected during the first load
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if outcome is None:
@@ -179,12 +192,17 @@ class PrivateAccount:
                 w.errback(outcome)
 
     async def _load(self) -> None:
+        started = self.backend.now_ms()
         balance, orders = await _both(self.backend.load_balance(), self.backend.load_open_orders())
         self.stats.loads += 1
         self._apply([balance, *orders])
+        self._synced_at = started
 
     def close(self) -> Deferred[None]:
         self._closed = True
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.errback(ClientClosed(f"{self.name} client is closed"))
@@ -194,6 +212,7 @@ class PrivateAccount:
 
     def _on_events(self, events: list[AccountEvent]) -> None:
         self.stats.events += len(events)
+        self._heard_at = self.backend.now_ms()
         self._apply(events)
 
     def _apply(self, events: Iterable[AccountEvent]) -> None:
@@ -220,18 +239,18 @@ class PrivateAccount:
     def _on_gap(self) -> None:
         """The private stream is back after a reconnect: reload what it may have missed."""
         self.stats.gaps += 1
-        if self._outcome is not None:
-            return  # the first load is still to come
         if self._gap_at is None:
-            self._gap_at = self.backend.now_ms()
-        if self._reloading:
-            return
+            # what was lost came after the last event heard (or the last load)
+            self._gap_at = max(self._heard_at, self._synced_at)
+        if self._outcome is not None or self._reloading:
+            return  # recovered once the first load (or the running recovery) is done
         self._reloading = True
         ensureDeferred(self._recover()).addErrback(self._recover_failed).addBoth(self._recovered)
 
     async def _recover(self) -> None:
         since = self._gap_at
         self._gap_at = None
+        started = self.backend.now_ms()
         was_open = {o.id: o for o in self.account.open_orders()}
         balance, listed = await _both(self.backend.load_balance(), self.backend.load_open_orders())
         self.stats.loads += 1
@@ -247,11 +266,13 @@ class PrivateAccount:
                 self.stats.orders_recovered += 1
                 self._apply([fresh])
         for symbol in sorted(symbols):
-            start = None if since is None else since - 60_000
+            # a margin for clock differences; fills already held are not counted twice
+            start = None if since is None else max(0, since - 60_000)
             fills = await self.backend.fetch_my_trades(symbol, start, None)
             before = len(self.account.fills())
             self._apply(fills)
             self.stats.fills_recovered += len(self.account.fills()) - before
+        self._synced_at = started
 
     def _recover_failed(self, failure: Failure) -> None:
         log.error(
@@ -260,17 +281,27 @@ class PrivateAccount:
             e=str(failure.value),
         )
         if self._gap_at is None:
-            self._gap_at = self.backend.now_ms() - 60_000
+            self._gap_at = max(self._heard_at, self._synced_at)
+        self._failed_recovery = True
 
     def _recovered(self, _: Any) -> None:
         self._reloading = False
-        if self._gap_at is not None and not self._closed:
-            # another reconnect (or a failure) while recovering: go again
-            self._reloading = True
-            self.backend.now_ms()
-            ensureDeferred(self._recover()).addErrback(self._recover_failed).addBoth(
-                self._recovered
-            )
+        if self._gap_at is None or self._closed:
+            return
+        if self._failed_recovery:
+            # try again later, not in a tight loop (e.g. the exchange is down)
+            self._failed_recovery = False
+            if self._retry_call is None or not self._retry_call.active():
+                self._retry_call = self.clock.callLater(self.retry_delay, self._retry)
+            return
+        self._retry()  # another reconnect while recovering: go again at once
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        if self._closed or self._reloading or self._gap_at is None:
+            return
+        self._reloading = True
+        ensureDeferred(self._recover()).addErrback(self._recover_failed).addBoth(self._recovered)
 
     # -- pull ------------------------------------------------------------------
 

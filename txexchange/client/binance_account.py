@@ -308,6 +308,7 @@ class BinanceAccountBackend:
         return d.addCallback(self._orders)
 
     def close(self) -> Deferred[None]:
-        if self.stream is None:
+        stream, self.stream = self.stream, None
+        if stream is None:
             return succeed(None)
-        return self.stream.close()
+        return stream.close()

@@ -41,6 +41,7 @@ class PrivateMethods:
 
     name: str
     hub: Any
+    clock: Any
     options: Any
     credentials: Credentials
     _closed: bool
@@ -72,6 +73,7 @@ class PrivateMethods:
                 self.hub,
                 name=self.name,
                 timeout=self.options.resync_timeout,
+                clock=self.clock,
             )
         return self._private_account
 
