@@ -45,6 +45,7 @@ def test_crawler_writes_top_ten_levels_per_update(tmp_path):
         ("pull_order_book.py", "second call already fired: True"),
         ("push_observer.py", "(snapshot)"),
         ("async_for.py", "#20 nonce="),
+        ("bybit_private.py", "filled by push: 0.01 @"),
     ],
 )
 def test_example_runs(script, expect):
