@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ from txexchange.transport import TransportOptions
 KEY = "bYbItKeY0123456789"
 SECRET = "bYbItSeCrEt-0123456789abcdefghijklmnopqrstuv"
 FAST = TransportOptions(initial_delay=0.05, max_delay=0.2, jitter=0.0, close_timeout=1.0)
-VECTORS = "/work/shared/protocols/vectors.json"
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "protocols" / "vectors.json"
 
 
 class ShiftedClock:
