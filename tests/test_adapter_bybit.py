@@ -184,6 +184,7 @@ def test_default_urls() -> None:
         "spot": "wss://stream.bybit.com/v5/public/spot",
         "linear": "wss://stream.bybit.com/v5/public/linear",
         "status": "wss://stream.bybit.com/v5/public/misc/status",
+        "private": "wss://stream.bybit.com/v5/private",
         "rest": "https://api.bybit.com",
     }
     assert set(bybit.TESTNET_URLS) == set(bybit.DEFAULT_URLS)

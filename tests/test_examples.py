@@ -46,6 +46,7 @@ def test_crawler_writes_top_ten_levels_per_update(tmp_path):
         ("push_observer.py", "(snapshot)"),
         ("async_for.py", "#20 nonce="),
         ("binance_private.py", "BTC free: 0.01000000 USDT used: 0.00000000"),
+        ("bybit_private.py", "filled by push: 0.01 @"),
     ],
 )
 def test_example_runs(script, expect):

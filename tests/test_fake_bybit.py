@@ -290,6 +290,7 @@ async def test_urls_instruments_time_and_errors(fake: FakeBybit) -> None:
         "spot": f"ws://127.0.0.1:{port}/v5/public/spot",
         "linear": f"ws://127.0.0.1:{port}/v5/public/linear",
         "status": f"ws://127.0.0.1:{port}/v5/public/misc/status",
+        "private": f"ws://127.0.0.1:{port}/v5/private",
         "rest": f"http://127.0.0.1:{port}",
     }
     code, body, _ = await get(fake, "/v5/market/instruments-info", category="spot")

@@ -52,10 +52,13 @@ from txexchange.errors import (
     BadRequest,
     BadSymbol,
     DDoSProtection,
+    DuplicateOrderId,
     ExchangeError,
     ExchangeNotAvailable,
+    InsufficientFunds,
     InvalidNonce,
     MalformedMessage,
+    OrderNotFound,
     PermissionDenied,
     RateLimitExceeded,
     RequestTimeout,
@@ -138,11 +141,12 @@ UrlKind = Literal["spot", "linear", "status"]
 
 #: Production endpoints: ``spot`` and ``linear`` public streams (USDT/USDC
 #: perpetuals and futures are ``linear``), ``status`` (the ``system.status``
-#: maintenance stream) and ``rest``.
+#: maintenance stream), ``private`` (the authenticated account stream) and ``rest``.
 DEFAULT_URLS: Mapping[str, str] = {
     "spot": "wss://stream.bybit.com/v5/public/spot",
     "linear": "wss://stream.bybit.com/v5/public/linear",
     "status": "wss://stream.bybit.com/v5/public/misc/status",
+    "private": "wss://stream.bybit.com/v5/private",
     "rest": "https://api.bybit.com",
 }
 
@@ -151,11 +155,13 @@ TESTNET_URLS: Mapping[str, str] = {
     "spot": "wss://stream-testnet.bybit.com/v5/public/spot",
     "linear": "wss://stream-testnet.bybit.com/v5/public/linear",
     "status": "wss://stream-testnet.bybit.com/v5/public/misc/status",
+    "private": "wss://stream-testnet.bybit.com/v5/private",
     "rest": "https://api-testnet.bybit.com",
 }
 
 _WS = ("ws://", "wss://")
-_URL_SCHEMES = {"spot": _WS, "linear": _WS, "status": _WS, "rest": ("http://", "https://")}
+_URL_SCHEMES = {"spot": _WS, "linear": _WS, "status": _WS, "private": _WS,
+                "rest": ("http://", "https://")}  # fmt: skip
 
 
 def resolve_urls(urls: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -1293,6 +1299,13 @@ ERROR_CODES: Mapping[int, type[ExchangeError]] = {
     10029: PermissionDenied,  # symbol not in the key's whitelist
     10429: RateLimitExceeded,  # system-level frequency protection
     170121: BadSymbol,  # (spot) invalid symbol
+    # account and trading
+    110001: OrderNotFound,  # order does not exist
+    110007: InsufficientFunds,  # available balance insufficient
+    110072: DuplicateOrderId,  # orderLinkId is duplicate
+    170131: InsufficientFunds,  # (spot) balance insufficient
+    170141: DuplicateOrderId,  # (spot) duplicate clientOrderId
+    170213: OrderNotFound,  # (spot) order does not exist
 }
 
 #: What Bybit says to wait after an HTTP 403 "access too frequent" (10 minutes).

@@ -142,9 +142,10 @@ class _BookEntry:
 class BybitClient(ExchangeClient):
     """Bybit v5 spot and linear market data.
 
-    URL keys for ``urls=``: ``spot``, ``linear``, ``status`` (``system.status``)
-    and ``rest``.  Spot symbols are ``BASE/QUOTE``, linear ones
-    ``BASE/QUOTE:SETTLE`` (futures ``BASE/QUOTE:SETTLE-YYMMDD``).
+    URL keys for ``urls=``: ``spot``, ``linear``, ``status`` (``system.status``),
+    ``private`` (the account stream) and ``rest``.  Spot symbols are
+    ``BASE/QUOTE``, linear ones ``BASE/QUOTE:SETTLE`` (futures
+    ``BASE/QUOTE:SETTLE-YYMMDD``).
     ``watch_system_status`` subscribes ``system.status`` once the first market
     stream opens; its :class:`~txexchange.adapters.bybit.Maintenance` records
     reach ``"status"`` observers.  ``rest_tap`` is handed to the
@@ -221,6 +222,13 @@ class BybitClient(ExchangeClient):
         self.maintenance: dict[str, adapter.Maintenance] = {}
         if markets is not None:
             self._index = self._adopt(markets)
+
+    # -- private ----------------------------------------------------------------
+
+    def _account_backend(self) -> Any:
+        from txexchange.client.bybit_account import BybitAccountBackend
+
+        return BybitAccountBackend(self, self.credentials)
 
     # -- markets ----------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import datetime
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from txexchange.codec import dumps
+from txexchange.testing.bybit_account import FakeBybitPrivate
 from txexchange.testing.market import VIRTUAL_EPOCH_MS, MarketUpdate, SimTrade, SimulatedMarket
 from txexchange.testing.rest import RecordedRequest, Response
 from txexchange.testing.server import FakeExchangeServer, FakeSession
@@ -53,6 +54,7 @@ WS_PATHS: dict[str, str] = {
     "spot": "/v5/public/spot",
     "linear": "/v5/public/linear",
     "status": "/v5/public/misc/status",
+    "private": "/v5/private",
 }
 #: the one topic of the ``status`` stream
 STATUS_TOPIC = "system.status"
@@ -454,7 +456,9 @@ class FakeBybit:
     ``level1_interval`` (s) re-sends ``orderbook.1`` snapshots with an
     unchanged ``u`` when nothing changed (Bybit: every 3 s).  ``rest_ip_limit``
     requests are allowed per ``rest_window`` seconds (Bybit: 600 per 5 s);
-    past that REST answers HTTP 403 ``access too frequent``.
+    past that REST answers HTTP 403 ``access too frequent``.  ``api_keys``
+    maps API keys to HMAC secrets for the private side (``private``, see
+    :mod:`txexchange.testing.bybit_account`; balances in ``ledger``).
     """
 
     def __init__(
@@ -471,6 +475,7 @@ class FakeBybit:
         rest_ip_limit: int = 600,
         rest_window: float = 5.0,
         clock: Any = None,
+        api_keys: Mapping[str, str] | None = None,
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive (or None)")
@@ -528,6 +533,12 @@ class FakeBybit:
         self._run_done: Deferred[None] | None = None
         self._run_left: int | None = None
         self._register_routes()
+        #: API key -> HMAC secret accepted by the private side
+        self.api_keys: dict[str, str] = dict(api_keys or {})
+        #: the private side: signed endpoints, accounts, orders, the private stream
+        self.private = FakeBybitPrivate(self)
+        #: the private side's ledger (balances and orders per API key)
+        self.ledger = self.private.ledger
 
     def __repr__(self) -> str:
         return f"<FakeBybit {len(self._symbols)} symbols {self.server!r}>"
@@ -567,12 +578,13 @@ class FakeBybit:
 
     @property
     def urls(self) -> dict[str, str]:
-        """``urls=`` for the client: ``spot``, ``linear`` and ``status`` (full
-        stream URLs) and ``rest`` (the REST base, no trailing slash)."""
+        """``urls=`` for the client: ``spot``, ``linear``, ``status`` and ``private``
+        (full stream URLs) and ``rest`` (the REST base, no trailing slash)."""
         return {
             "spot": self.server.ws_url(WS_PATHS["spot"]),
             "linear": self.server.ws_url(WS_PATHS["linear"]),
             "status": self.server.ws_url(WS_PATHS["status"]),
+            "private": self.server.ws_url(WS_PATHS["private"]),
             "rest": self.server.rest_url,
         }
 
@@ -1209,6 +1221,9 @@ class FakeBybit:
         if info is None:
             return
         info.last = self.reactor.seconds()
+        if info.category == "private":
+            self.private.on_text(session, info.conn_id, message)
+            return
         if not isinstance(message, dict) or not isinstance(message.get("op"), str):
             self.server.reply(session, self._ack(info, "", None, False, "error:invalid request"))
             return
