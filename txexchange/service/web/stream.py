@@ -3,7 +3,11 @@
 Sits beside the service at the end of the flow.  Each browser holding
 ``/api/events`` open is a :class:`Subscriber`, registered with its HTTP
 request as a streaming producer, so the transport pauses it when its write
-buffer is not drained and resumes it when it is.  A single timer
+buffer is not drained and resumes it when it is.  The stream's connection is set to
+pause as soon as anything of a message is left unsent in user space, and its
+kernel send buffer is kept small (64 kB, instead of growing to megabytes), so
+what can pile up for a browser that stops reading is bounded by that, not by
+how long it stalls.  A single timer
 (:class:`EventBroadcaster`, several ticks a second) writes the *current*
 state to every subscriber that is not paused and whose view changed since
 the last message it got (or once a heartbeat, so ages keep moving).  A slow
@@ -14,6 +18,7 @@ the next tick sends the latest state.  The stream only reads the service.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -56,6 +61,7 @@ class Subscriber:
         self.paused = False
         self.closed = False
         self.sent = 0
+        self.bytes = 0
         self.coalesced = 0
         self.last_marker: Any = None
         self.last_sent_at: float | None = None
@@ -79,14 +85,30 @@ class Subscriber:
     def write(self, payload: bytes, marker: Any, now: float) -> None:
         self.request.write(payload)
         self.sent += 1
+        self.bytes += len(payload)
         self.last_marker = marker
         self.last_sent_at = now
+
+
+def _tighten(transport: Any, send_buffer: int | None) -> None:
+    """Make a stream's TCP transport pause its producer while any data is unsent."""
+    if transport is None:
+        return
+    # FileDescriptor pauses its producer once more than bufferSize bytes wait in user
+    # space; 0 means "as soon as a write is not yet in the kernel"
+    transport.bufferSize = 0
+    handle = getattr(transport, "getHandle", None)
+    sock = handle() if handle is not None else None
+    if send_buffer is not None and isinstance(sock, socket.socket):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
 
 
 class EventBroadcaster:
     """Writes the latest state to every ready subscriber every ``interval`` seconds.
 
     :param heartbeat: seconds after which an unchanged state is sent again.
+    :param send_buffer: kernel send buffer (``SO_SNDBUF``) of a stream's socket
+        in bytes; ``None`` leaves the system's (auto-tuned, up to megabytes).
     """
 
     def __init__(
@@ -97,12 +119,14 @@ class EventBroadcaster:
         *,
         interval: float = 0.2,
         heartbeat: float = 1.0,
+        send_buffer: int | None = 65536,
     ) -> None:
         self.service = service
         self.rates = rates
         self.clock = clock
         self.interval = interval
         self.heartbeat = heartbeat
+        self.send_buffer = send_buffer
         self.subscribers: set[Subscriber] = set()
         self.ticks = 0
         self._loop: LoopingCall | None = None
@@ -113,6 +137,7 @@ class EventBroadcaster:
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")
+        _tighten(request.transport, self.send_buffer)
         request.registerProducer(sub, True)
         self.subscribers.add(sub)
         request.notifyFinish().addBoth(lambda _: self._gone(sub))
