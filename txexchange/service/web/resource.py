@@ -166,7 +166,14 @@ class EventsResource(_Api):
         return NOT_DONE_YET
 
 
-class _ApiIndex(Resource):
+class _Dir(Resource):
+    """A node of the tree: unknown children are a JSON 404."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _Error(404, "not found")
+
+
+class _ApiIndex(_Dir):
     def render_GET(self, request: Request) -> bytes:
         return _json(
             request,
@@ -180,9 +187,9 @@ class _ApiIndex(Resource):
 
 def web_root(service: Any, rates: RateMeter | None, broadcaster: EventBroadcaster) -> Resource:
     """``/`` (the page), ``/static/*`` and ``/api/{state,book,events}``."""
-    root = Resource()
+    root = _Dir()
     root.putChild(b"", _Asset("index.html"))
-    static = Resource()
+    static = _Dir()
     for name in _ASSETS:
         if name != "index.html":
             static.putChild(name.encode(), _Asset(name))
