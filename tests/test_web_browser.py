@@ -224,3 +224,19 @@ def test_live_view_in_chromium(exchangefeed, page):
     eth = matches_json(page, base, "ETH/USDT")
     assert float(eth["bestBid"]) < float(first["bestBid"])  # the demo's ETH trades lower
     assert page.errors == []
+
+
+def test_example_reads_the_json_api(exchangefeed):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "web_state.py"), exchangefeed,
+         "--count", "3", "--interval", "0.5"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("status ok: 2/2 books synced") for line in lines) >= 2, lines
+    assert sum("binance: open," in line for line in lines) == 3
+    books = [re.match(r"    BTC/USDT #(\d+): (\S+) x \S+ / (\S+) x", line) for line in lines]
+    found = [m for m in books if m]
+    assert len(found) >= 2 and int(found[-1][1]) > int(found[0][1]), "the book moves"
+    assert all(float(m[2]) < float(m[3]) for m in found)
