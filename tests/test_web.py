@@ -181,13 +181,17 @@ async def test_integrity_failures_and_reconnects_are_shown(web):
     await wait_for(lambda: feeds.books_synced() == (2, 2), what="books synced")
     feeds.fake.skip_next("BTC/USDT")  # a sequence gap: the book is resynced
     await wait_for(lambda: feeds.integrity_failures.get("binance"), what="the gap noticed")
+    await wait_for(lambda: feeds.books_synced() == (2, 2), what="resynced after the gap")
     for session in list(feeds.fake.server.sessions):
         session.drop()
     await wait_for(lambda: feeds.totals()["reconnects"] >= 1, timeout=10, what="reconnect")
     await wait_for(lambda: feeds.books_synced() == (2, 2), timeout=10, what="books resynced")
+    before = feeds.integrity_failures["binance"], feeds.totals()["reconnects"]
     (feed,) = (await get_json(web.url + "api/state"))["feeds"]
-    assert feed["integrity_failures"] == 1
-    assert feed["reconnects"] >= 1
+    after = feeds.integrity_failures["binance"], feeds.totals()["reconnects"]
+    # the service's own counters (a reconnect may bring another resync of its own)
+    assert 1 <= before[0] <= feed["integrity_failures"] <= after[0]
+    assert 1 <= before[1] <= feed["reconnects"] <= after[1]
 
 
 @pytest_twisted.ensureDeferred
