@@ -17,6 +17,8 @@ TEST = [
     "hypothesis>=6",
     "ruff>=0.6",
     "pytest-timeout>=2",
+    # drives the system's Chromium (never downloads a browser) in the web view's test
+    "playwright>=1.40",
 ]
 DOCS = ["sphinx>=7", "furo", "myst-parser>=2"]
 
@@ -28,7 +30,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=[*find_packages(include=["txexchange", "txexchange.*"]), "twisted.plugins"],
-    package_data={"twisted": ["plugins/exchangefeed.py"], "txexchange": ["py.typed"]},
+    package_data={
+        "twisted": ["plugins/exchangefeed.py"],
+        # the web view's page (exchangefeed --web) is served from the package itself
+        "txexchange": ["py.typed", "service/web/static/*"],
+    },
     install_requires=[
         "twisted[tls]>=24.7",
         "autobahn>=24.4",

@@ -35,6 +35,7 @@ __all__ = [
     "parse_metrics",
     "parse_shard",
     "parse_sink",
+    "parse_web",
 ]
 
 CHANNELS = ("book", "trades", "ticker", "ohlcv:<timeframe>")
@@ -236,6 +237,16 @@ def parse_metrics(description: Any, where: str = "--metrics") -> str:
     return description
 
 
+def parse_web(description: Any, where: str = "--web") -> str:
+    """Where the web view listens: a port number or a TCP description as for
+    :func:`parse_metrics`; bound to 127.0.0.1 unless an interface is given."""
+    if isinstance(description, int) and not isinstance(description, bool):
+        description = str(description)
+    if isinstance(description, str) and description.isdigit():
+        description = "tcp:" + description
+    return parse_metrics(description, where)
+
+
 # -- the whole configuration ---------------------------------------------------------
 
 
@@ -256,6 +267,8 @@ class ServiceConfig:
     exchanges: Mapping[str, ExchangeSettings] = attrs.field(factory=dict)
     depth: int = 10
     metrics: str | None = None
+    #: where the web view listens (``--web``); ``None``: no web view
+    web: str | None = None
     shard: Shard = Shard()
     demo: bool = False
     demo_rate: float = 20.0
@@ -278,11 +291,12 @@ class ServiceConfig:
         return tuple(out)
 
 
-_TOP_KEYS = ("service", "feeds", "exchanges", "sinks", "metrics")
+_TOP_KEYS = ("service", "feeds", "exchanges", "sinks", "metrics", "web")
 _SERVICE_KEYS = ("depth", "shard", "demo", "demo_rate", "status_interval", "duration")
 _FEED_KEYS = ("exchange", "symbols", "channels")
 _EXCHANGE_KEYS = ("urls", "options")
 _METRICS_KEYS = ("listen",)
+_WEB_KEYS = ("listen",)
 
 
 def _check_keys(table: Any, valid: Sequence[str], where: str) -> Mapping[str, Any]:
@@ -392,6 +406,11 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> ServiceConf
         _check_keys(metrics, _METRICS_KEYS, f"{source} [metrics]")
         if "listen" in metrics:
             kwargs["metrics"] = parse_metrics(metrics["listen"], f"{source} metrics.listen")
+    web = data.get("web")
+    if web is not None:
+        _check_keys(web, _WEB_KEYS, f"{source} [web]")
+        if "listen" in web:
+            kwargs["web"] = parse_web(web["listen"], f"{source} web.listen")
     return ServiceConfig(tuple(feeds), sink_specs, exchanges, **kwargs)
 
 

@@ -32,6 +32,7 @@ from txexchange.service.config import (
     parse_metrics,
     parse_shard,
     parse_sink,
+    parse_web,
 )
 
 __all__ = ["Options", "makeService"]
@@ -59,7 +60,7 @@ class Options(usage.Options):
 
     synopsis = (
         "[--config FILE] [--demo] [--exchange NAME --symbols A/B,C/D --channels book,trades] "
-        "[--sink URI ...] [--metrics tcp:9100] [--shard i/n] "
+        "[--sink URI ...] [--metrics tcp:9100] [--web tcp:8080] [--shard i/n] "
         "[--record FILE | --replay FILE [--replay-speed max|recorded]]"
     )
     longdesc = (
@@ -84,6 +85,13 @@ class Options(usage.Options):
         ["depth", "d", None, "book levels per side written per update (default 10)", _positive_int],
         ["out", "o", None, f"JSON lines file (same as --sink jsonl:PATH; default {DEFAULT_OUT})"],
         ["metrics", None, None, "serve /metrics and /health, e.g. tcp:9100:interface=127.0.0.1"],
+        [
+            "web",
+            None,
+            None,
+            "serve a live read-only web view and JSON API, e.g. tcp:8080 or 8080 "
+            "(127.0.0.1 unless interface= says otherwise)",
+        ],
         ["shard", None, None, "take shard i of n of the configured symbols (0-based), e.g. 0/3"],
         ["duration", None, None, "stop cleanly after this many seconds", _positive_float],
         ["rate", None, None, "demo market updates per second (default 20)", _positive_float],
@@ -191,6 +199,8 @@ class Options(usage.Options):
             changes["duration"] = self["duration"]
         if self["metrics"] is not None:
             changes["metrics"] = parse_metrics(self["metrics"])
+        if self["web"] is not None:
+            changes["web"] = parse_web(self["web"])
         sinks = list(config.sinks) + list(self["sinks"])
         if self["out"] is not None:
             sinks.append(parse_sink("jsonl:" + self["out"], "--out"))
@@ -285,6 +295,10 @@ def build_service(config: ServiceConfig, reactor: Any) -> tuple[MultiService, An
         from txexchange.service.metrics import metrics_site
 
         strports.service(config.metrics, metrics_site(service)).setServiceParent(top)
+    if config.web:
+        from txexchange.service.web import WebViewService
+
+        WebViewService(service, config.web, reactor=reactor).setServiceParent(top)
     return top, service
 
 
