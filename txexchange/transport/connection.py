@@ -485,6 +485,14 @@ class Connection:
                 error=error,
             )
             self._status(ControlFailed(self.url, tuple(topics), error))
+            if kind == "sub" and len(topics) > 1:
+                # One refused topic must not fail the others of its batch: ask
+                # again one topic per message; only the refused ones then fail.
+                again = [t for t in topics if t in self._topics]
+                if again and link.is_open:
+                    link.queue.enqueue("sub", again, alone=True)
+                    error = None
+                    topics = []
         if link is self._active:
             for t in topics:
                 if kind == "sub":
