@@ -417,6 +417,11 @@ class Connection:
         else:
             self.stats.errors += 1
         self._acked.clear()
+        # unsubscribes in flight are done: the next connection does not subscribe them
+        unsubs, self._unsub_waiters = self._unsub_waiters, {}
+        for waiters in unsubs.values():
+            for w in waiters:
+                w.callback(None)
         delay = link.retry()
         if delay is None:
             self._give_up(link, tls)
