@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from helpers import Recorder, wait_for
+from helpers import Recorder, sleep, wait_for
 from txexchange.errors import SubscriptionError
 from txexchange.testing import FakeExchangeServer
 from txexchange.transport import (
@@ -156,3 +156,33 @@ async def test_swapped_certificate_is_refused_until_swapped_back(test_ca) -> Non
         server.accept_connections()
         await conn.close()
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_binance_resync_snapshot_that_failed_is_asked_for_again() -> None:
+    """A resync's REST snapshot failing for good used to leave the book stale for ever:
+    the retry only ran for books never synced."""
+    import txexchange
+    from txexchange.testing.binance import FakeBinance
+
+    fake = await FakeBinance(("BTC/USDT",), reactor=reactor, seed=2).start()
+    client = txexchange.exchange("binance", reactor=reactor, urls=fake.urls, transport=FAST)
+    try:
+        fake.step(5)
+        await client.fetch_order_book("BTC/USDT")
+        fake.server.rest.fail_next(400, path="/api/v3/depth")  # not retried by REST
+        fake.skip_next("BTC/USDT")
+        for _ in range(300):
+            fake.step(1)
+            await sleep(0.01)
+            book = client.books["BTC/USDT"]
+            if client.stats.snapshot_requests >= 3 and not book.stale:
+                break
+        assert client.rest.stats.errors >= 1
+        assert not client.books["BTC/USDT"].stale
+        book = await client.fetch_order_book("BTC/USDT")
+        bids, asks, _ = fake.true_book("BTC/USDT", nonce=book.nonce)
+        assert (list(book.bids), list(book.asks)) == (bids, asks)
+    finally:
+        await client.close()
+        await fake.stop()
