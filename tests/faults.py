@@ -381,7 +381,13 @@ class Run:
 
     async def recover(self, timeout: float = RECOVERY_BOUND) -> float:
         """Drive until every book is synced and caught up; the books must be true then."""
-        took = await self.drive_until(self.settled, "books synced again", timeout)
+        try:
+            took = await self.drive_until(self.settled, "books synced again", timeout)
+        except AssertionError:
+            books = {s: (b.synced, b.stale, b.nonce) for s, b in self.client.books.items()}
+            raise AssertionError(
+                f"not synced: {books}; {self.counters()}; last events {self.status[-8:]}"
+            ) from None
         await self.drive(40)
         await self.venue.flush(self)
         took += await self.drive_until(

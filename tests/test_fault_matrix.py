@@ -13,6 +13,8 @@ and are not generated.
 from __future__ import annotations
 
 import gc
+import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,8 @@ import pytest
 import pytest_twisted
 from faults import EXCHANGES, FAULTS, NOT_APPLICABLE, RECOVERY_BOUND, VENUES, Run, matrix
 from twisted.logger import globalLogPublisher
+
+from txexchange.transport import Disconnected
 
 
 @pytest.fixture
@@ -74,5 +78,55 @@ async def test_fault(exchange: str, fault: str, no_unhandled_errors: list[Any]) 
         spec.check(run, before)
         await run.drive(60)
         await run.assert_true()
+    finally:
+        await run.close()
+
+
+#: faults that can be thrown at a run at any moment, on top of each other
+COMBINABLE = (
+    "tcp_drop_mid_frame",
+    "half_open_stall",
+    "close_1001",
+    "close_1006",
+    "close_1011",
+    "sequence_gap",
+    "checksum_mismatch",
+    "stale_snapshot",
+    "duplicate_message",
+    "out_of_order_message",
+    "malformed_json",
+    "unknown_message_type",
+    "oversized_frame",
+    "rest_429_retry_after",
+    "rest_5xx",
+)
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+@pytest_twisted.ensureDeferred
+async def test_random_faults_combined(exchange: str, no_unhandled_errors: list[Any]) -> None:
+    """Faults at random (seeded) for a few seconds; then the books are the true books."""
+    rng = random.Random(f"faults-{exchange}")
+    venue = VENUES[exchange]
+    faults = [FAULTS[f] for f in COMBINABLE if FAULTS[f].applies(exchange)]
+    run = await Run.open(venue, seed=rng.randrange(1000))
+    injected: list[str] = []
+    try:
+        await run.sync()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            fault = rng.choice(faults)
+            try:
+                await fault.inject(run)
+            except AssertionError:
+                continue  # e.g. no session carries the book right now (reconnecting)
+            injected.append(fault.name)
+            await run.drive(rng.randrange(10, 80))
+        took = await run.recover()
+        assert took < RECOVERY_BOUND
+        await run.drive(60)
+        await run.assert_true()
+        assert len(injected) >= 8, injected
+        assert run.resyncing() and run.of(Disconnected)
     finally:
         await run.close()
