@@ -160,7 +160,8 @@ class Link:
 
     def send(self, payload: str | bytes) -> None:
         proto = self.protocol
-        if proto is None or not self.is_open or proto.state != proto.STATE_OPEN:
+        state = getattr(proto, "state", None)  # (a replay's stand-in socket has none)
+        if proto is None or not self.is_open or (state is not None and state != proto.STATE_OPEN):
             # (Autobahn raises its own error while the closing handshake runs)
             from txexchange.errors import ConnectionClosed
 
