@@ -334,7 +334,8 @@ class BinanceClient(ExchangeClient):
         def again() -> None:
             self._timers.discard(call)
             entry.retry_call = None
-            if self._book_entries.get(entry.book.symbol) is entry and not entry.book.synced:
+            book = entry.book
+            if self._book_entries.get(book.symbol) is entry and (book.stale or not book.synced):
                 self._fetch_snapshot(entry)
 
         call = self.clock.callLater(1.0, again)

@@ -362,6 +362,7 @@ class _Symbol:
         "last_top",
         "prefix",
         "skip",
+        "stale",
         "stats",
         "symbol",
         "trades",
@@ -380,6 +381,8 @@ class _Symbol:
         self.agg_id = 0
         self.stats = _Stats24h()
         self.skip = 0
+        #: queued stale-snapshot faults: how many updates behind each REST depth answer is
+        self.stale: deque[int] = deque()
         self.last_top: tuple[str, str, str, str] | None = None
         self.updated = False
 
@@ -572,6 +575,14 @@ class FakeBinance:
         if n < 1:
             raise ValueError("n must be at least 1")
         self._state(symbol).skip += n
+
+    def stale_snapshot_next(self, symbol: str, updates_behind: int = 5, count: int = 1) -> None:
+        """The next ``count`` REST depth answers for ``symbol`` are the book and
+        ``lastUpdateId`` of ``updates_behind`` updates ago: consistent in
+        themselves but older than the diffs the client has buffered."""
+        if updates_behind < 1 or count < 1:
+            raise ValueError("updates_behind and count must be at least 1")
+        self._state(symbol).stale.extend([updates_behind] * count)
 
     def step(self, n: int = 1) -> list[MarketUpdate]:
         """Advance the market ``n`` steps and publish what changed; returns the updates."""
@@ -1354,6 +1365,9 @@ class FakeBinance:
         if n < 1:
             raise _RequestError(-1100, "Illegal characters found in parameter 'limit'.")
         bids, asks, uid = self.market.book(state.symbol, min(n, 5000))
+        if state.stale:
+            uid = max(0, uid - state.stale.popleft())
+            bids, asks = self.market.book_at(state.symbol, uid, min(n, 5000))
         return {"lastUpdateId": uid, "bids": bids, "asks": asks}
 
     def _rest_depth(self, args: dict[str, str]) -> Any:

@@ -494,6 +494,7 @@ class FakeExchangeServer:
         self._state = "new"  # new -> listening -> stopping -> stopped
         self._stop_waiters: list[Deferred[None]] = []
         self._root: _Root | None = None
+        self._site: Site | None = None
 
     def __repr__(self) -> str:
         where = f" {self.rest_url}" if self._port_number is not None else ""
@@ -527,18 +528,48 @@ class FakeExchangeServer:
         self._timer = factory._batched_timer
         ws = WebSocketResource(factory)
         self._root = _Root(self.rest, {path: ws for path in self.ws_paths})
-        site = _QuietSite(self._root, reactor=reactor)
-        # TLS sits inside the connection tracker, so that Autobahn sees the real
-        # TLS transport (it asks it for the channel id and peer certificate).
-        inner: Any = site
-        if self.tls is not None:
-            inner = TLSMemoryBIOFactory(self.tls.server_options(), False, site)
-        self._tracker = _ConnectionTracker(inner)
+        self._site = _QuietSite(self._root, reactor=reactor)
+        self._tracker = _ConnectionTracker(self._inner_factory())
         self._port = reactor.listenTCP(0, self._tracker, interface="127.0.0.1")
         self._port_number = int(self._port.getHost().port)
         self._state = "listening"
         log.debug("fake exchange listening on {url}", url=self.rest_url)
         return succeed(self)
+
+    def _inner_factory(self) -> Any:
+        # TLS sits inside the connection tracker, so that Autobahn sees the real
+        # TLS transport (it asks it for the channel id and peer certificate).
+        if self.tls is None:
+            return self._site
+        return TLSMemoryBIOFactory(self.tls.server_options(), False, self._site)
+
+    def refuse_connections(self) -> Deferred[None]:
+        """Fault: stop listening, so that new TCP connections are refused.
+
+        Open sessions stay open.  :meth:`accept_connections` listens again on
+        the same port.  Fires once the port is closed.
+        """
+        if self._state != "listening":
+            raise RuntimeError(f"{self!r} is not listening")
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+    def accept_connections(self) -> None:
+        """Listen again on the same port after :meth:`refuse_connections`.
+
+        New connections get the current :attr:`tls` certificate, so a test can
+        swap it meanwhile (e.g. for one the client does not trust); it cannot
+        switch between TLS and plain text, as the URLs would change.
+        """
+        if self._state != "listening" or self._port is not None:
+            return
+        assert self._tracker is not None
+        if isinstance(self._tracker.wrappedFactory, TLSMemoryBIOFactory) != (self.tls is not None):
+            raise ValueError("accept_connections() cannot switch between TLS and plain text")
+        self._tracker.wrappedFactory = self._inner_factory()
+        self._port = self.reactor.listenTCP(self.port, self._tracker, interface="127.0.0.1")
 
     def stop(self) -> Deferred[None]:
         """Drop every connection, stop listening and cancel every timer.
@@ -564,7 +595,8 @@ class FakeExchangeServer:
             if call.active():
                 call.cancel()
         self._script_calls.clear()
-        listening = maybeDeferred(self._port.stopListening)
+        port, self._port = self._port, None
+        listening = succeed(None) if port is None else maybeDeferred(port.stopListening)
         await self._tracker.abort_all()
         await listening
         self._timer.cancel_all()

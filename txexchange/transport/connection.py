@@ -417,6 +417,11 @@ class Connection:
         else:
             self.stats.errors += 1
         self._acked.clear()
+        # unsubscribes in flight are done: the next connection does not subscribe them
+        unsubs, self._unsub_waiters = self._unsub_waiters, {}
+        for waiters in unsubs.values():
+            for w in waiters:
+                w.callback(None)
         delay = link.retry()
         if delay is None:
             self._give_up(link, tls)
@@ -485,6 +490,14 @@ class Connection:
                 error=error,
             )
             self._status(ControlFailed(self.url, tuple(topics), error))
+            if kind == "sub" and len(topics) > 1:
+                # One refused topic must not fail the others of its batch: ask
+                # again one topic per message; only the refused ones then fail.
+                again = [t for t in topics if t in self._topics]
+                if again and link.is_open:
+                    link.queue.enqueue("sub", again, alone=True)
+                    error = None
+                    topics = []
         if link is self._active:
             for t in topics:
                 if kind == "sub":

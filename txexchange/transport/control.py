@@ -35,6 +35,7 @@ class ControlQueue:
         self._max_batch = max_batch
         self._send = send
         self._ops: dict[str, Kind] = {}  # topic -> op, in insertion order
+        self._alone: set[str] = set()  # topics that go in a message of their own
         self._last_sent: float | None = None
         self._call: Any = None
         self._running = False
@@ -48,17 +49,25 @@ class ControlQueue:
         self._schedule()
 
     def stop(self) -> None:
-        """Stop sending and forget every pending operation (the connection is gone)."""
+        """Stop sending and forget every pending operation (the connection is gone).
+
+        The rate budget goes with the connection: the exchanges count control
+        messages per connection, so the next connection may send at once.
+        """
         self._running = False
         self._ops.clear()
+        self._alone.clear()
+        self._last_sent = None
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
 
-    def enqueue(self, kind: Kind, topics: list[str]) -> list[str]:
+    def enqueue(self, kind: Kind, topics: list[str], *, alone: bool = False) -> list[str]:
         """Queue ``kind`` for ``topics``; an opposite pending op for a topic cancels out.
 
-        Returns the topics whose opposite operation was cancelled (for them the
+        ``alone``: each of ``topics`` goes in a message of its own (used to find
+        out which topic of a refused batch the exchange objects to).  Returns
+        the topics whose opposite operation was cancelled (for them the
         exchange's state already is what ``kind`` asks for).
         """
         cancelled = []
@@ -66,8 +75,11 @@ class ControlQueue:
             pending = self._ops.get(topic)
             if pending is None:
                 self._ops[topic] = kind
+                if alone:
+                    self._alone.add(topic)
             elif pending != kind:
                 del self._ops[topic]
+                self._alone.discard(topic)
                 cancelled.append(topic)
         self._schedule()
         return cancelled
@@ -88,13 +100,14 @@ class ControlQueue:
         for topic, kind in self._ops.items():
             if first_kind is None:
                 first_kind = kind
-            elif kind != first_kind:
+            elif kind != first_kind or topic in self._alone or batch[0] in self._alone:
                 break
             batch.append(topic)
             if len(batch) >= self._max_batch:
                 break
         for topic in batch:
             del self._ops[topic]
+            self._alone.discard(topic)
         self._last_sent = self._clock.seconds()
         assert first_kind is not None
         self._send(first_kind, batch)

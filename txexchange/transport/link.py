@@ -17,7 +17,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 
 from txexchange.codec import DecodeError, loads
-from txexchange.errors import MalformedMessage, ProtocolViolation
+from txexchange.errors import ConnectionClosed, MalformedMessage, ProtocolViolation
 from txexchange.transport.control import ControlQueue, Kind
 from txexchange.transport.inflate import inflate
 from txexchange.transport.websocket import FeedFactory, FeedProtocol, parse_ws_url
@@ -160,7 +160,9 @@ class Link:
 
     def send(self, payload: str | bytes) -> None:
         proto = self.protocol
-        if proto is None or not self.is_open:
+        state = getattr(proto, "state", None)  # (a replay's stand-in socket has none)
+        if proto is None or not self.is_open or (state is not None and state != proto.STATE_OPEN):
+            # (Autobahn raises its own error while the closing handshake runs)
             from txexchange.errors import ConnectionClosed
 
             raise ConnectionClosed(f"connection to {self.url} is not open")
@@ -179,7 +181,15 @@ class Link:
             payload = rules.unsubscribe_message(topics, rid)
         if rules.replies_to_control:
             self.pending[rid] = (kind, topics)
-        self.send(payload)
+        try:
+            self.send(payload)
+        except ConnectionClosed:
+            # closing: the next connection subscribes every held topic again,
+            # and an unsubscribed topic goes with this one
+            self.pending.pop(rid, None)
+            if kind == "unsub":
+                owner._control_done(self, kind, topics, None)
+            return
         owner.stats.control_sent += 1
         if not rules.replies_to_control:
             owner._control_done(self, kind, topics, None)
