@@ -487,3 +487,49 @@ async def test_deposits_withdrawals_transactions(fake):
         assert await c.fetch_deposits("BTC") == []
     finally:
         await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_relogin_refused_after_reconnect_is_not_retried_in_a_loop(fake, logs):
+    c = client_for(fake)
+    try:
+        await c.fetch_balance()
+        del fake.private.api_keys[KEY]  # the key is revoked while the socket is down
+        logins = len(fake.private.logins)
+        for session in list(fake.private.sessions):
+            session.drop()
+        await wait_for(lambda: len(fake.private.logins) == logins + 1, what="one re-login")
+        await sleep(0.5)  # reconnects are 0.05 s apart: a loop would log in many times
+        assert len(fake.private.logins) == logins + 1
+        assert fake.private.refused[-1][0] == "60005"
+    finally:
+        await c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_relogin_with_a_stale_clock_measures_again_and_retries(logs):
+    clock = ShiftedClock(0.0)
+    fake = await start_fake(clock=clock)
+    c = client_for(fake)
+    try:
+        await c.fetch_balance()
+        backend = c.private.backend
+        backend.stream.retry_delay = 0.1
+        clock.offset = 90.0  # the exchange's clock jumps: the next login is 60006
+        logins = len(fake.private.logins)
+        for session in list(fake.private.sessions):
+            session.drop()
+        await wait_for(lambda: client_gaps(c) >= 1 and len(fake.private.logins) >= logins + 2,
+                       what="login refused, then accepted")  # fmt: skip
+        assert ("60006", "Timestamp request expired") in fake.private.refused
+        assert 89_000 < backend.time_offset_ms < 91_000
+        d = c.watch_balance()
+        fake.ledger.deposit(KEY, "ETH", "1")
+        await d
+    finally:
+        await c.close()
+        await fake.stop()
+
+
+def client_gaps(c: Any) -> int:
+    return c.private.stats.gaps
