@@ -61,3 +61,9 @@ def test_the_same_example_runs_against_every_exchange(name):
     out = run(str(EXAMPLES / "any_exchange.py"), name, timeout=90)
     for what in ("book: bid", "next book: bid", "last trades:", "ticker: last"):
         assert f"{name} " in out and what in out, out
+
+
+def test_okx_private_example_runs_against_the_fake():
+    out = run(str(EXAMPLES / "okx_private.py"))
+    for what in ("balance:", "placed ", "filled by push: 0.25 @", "cancel_all_orders: 3 canceled"):
+        assert what in out, out

@@ -241,6 +241,7 @@ async def test_urls_instruments_time_and_errors(fake: FakeOkx) -> None:
     assert fake.urls == {
         "public": f"ws://127.0.0.1:{port}/ws/v5/public",
         "business": f"ws://127.0.0.1:{port}/ws/v5/business",
+        "private": f"ws://127.0.0.1:{port}/ws/v5/private",
         "rest": f"http://127.0.0.1:{port}",
     }
     code, body = await get(fake, "/api/v5/public/instruments", instType="SPOT")

@@ -45,10 +45,14 @@ from txexchange.errors import (
     AuthenticationError,
     BadRequest,
     BadSymbol,
+    DuplicateOrderId,
     ExchangeError,
     ExchangeNotAvailable,
+    InsufficientFunds,
     InvalidNonce,
+    InvalidOrder,
     MalformedMessage,
+    OrderNotFound,
     PermissionDenied,
     RateLimitExceeded,
     RequestTimeout,
@@ -945,10 +949,25 @@ ERROR_CODES: Mapping[str, type[ExchangeError]] = {
     "50113": AuthenticationError,  # invalid signature
     "51000": BadRequest,  # parameter error
     "51001": BadSymbol,  # instrument id does not exist
+    "51006": InvalidOrder,  # order price out of the limit
+    "51008": InsufficientFunds,  # insufficient balance
+    "51016": DuplicateOrderId,  # duplicated clOrdId
+    "51020": InvalidOrder,  # order amount below the minimum
+    "51119": InsufficientFunds,  # insufficient balance (margin)
+    "51131": InsufficientFunds,  # insufficient balance
+    "51400": OrderNotFound,  # cancel failed: filled, canceled or does not exist
+    "51401": OrderNotFound,  # cancel failed: order already canceled
+    "51402": OrderNotFound,  # cancel failed: order already filled
+    "51603": OrderNotFound,  # order does not exist
+    "60004": InvalidNonce,  # WebSocket login: invalid timestamp
+    "60005": AuthenticationError,  # WebSocket login: invalid apiKey
+    "60006": InvalidNonce,  # WebSocket login: timestamp request expired
+    "60007": AuthenticationError,  # WebSocket login: invalid sign
     "60009": AuthenticationError,  # WebSocket login failed
     "60011": AuthenticationError,  # please log in
     "60012": BadRequest,  # invalid request
     "60014": RateLimitExceeded,  # requests too frequent
+    "60024": AuthenticationError,  # WebSocket login: wrong passphrase
     "60018": BadSymbol,  # wrong URL, channel or instId
     "64003": PermissionDenied,  # channel needs a higher VIP level
     "64008": ExchangeNotAvailable,  # connection closes for a service upgrade

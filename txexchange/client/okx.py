@@ -141,14 +141,16 @@ class _BookEntry:
 
 
 class OkxClient(ExchangeClient):
-    """OKX spot market data.  URL keys for ``urls=``: ``public``, ``business``, ``rest``
-    (``private`` is accepted and unused).
+    """OKX spot market data and private API.  URL keys for ``urls=``: ``public``,
+    ``business``, ``rest`` and ``private`` (the logged-in WebSocket of the account side).
 
     ``rest_tap`` is handed to the :class:`~txexchange.client.rest.RestClient`
     (called with every answer of an unsigned REST request; the recorder uses it).
     """
 
     name = "okx"
+    #: OKX API keys come with a passphrase (``password=``)
+    needs_password = True
 
     def __init__(
         self,
@@ -207,6 +209,13 @@ class OkxClient(ExchangeClient):
         self._key_topic: dict[Key, str] = {}
         self._pending_trades: dict[str, list[Trade] | None] = {}
         self._timers: set[Any] = set()
+
+    # -- private ----------------------------------------------------------------
+
+    def _account_backend(self) -> Any:
+        from txexchange.client.okx_account import OkxAccountBackend
+
+        return OkxAccountBackend(self, self.credentials)
 
     # -- connections ------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import datetime
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from twisted.web.server import Request
 
 from txexchange.codec import dumps
 from txexchange.testing.market import VIRTUAL_EPOCH_MS, MarketUpdate, SimTrade, SimulatedMarket
+from txexchange.testing.okx_account import PRIVATE_PATH, FakeOkxPrivate
 from txexchange.testing.rest import RecordedRequest, Response
 from txexchange.testing.server import FakeExchangeServer, FakeSession
 from txexchange.testing.tls import ServerCertificate
@@ -439,6 +440,7 @@ class FakeOkx:
         subscribe_limit: int = SUBSCRIBE_LIMIT,
         subscribe_window: float = 3600.0,
         clock: Any = None,
+        api_keys: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if snapshot_mode not in ("ws", "rest"):
             raise ValueError(f"snapshot_mode is 'ws' or 'rest', not {snapshot_mode!r}")
@@ -460,7 +462,7 @@ class FakeOkx:
         self._clock = clock
         #: the WebSocket + REST server, for the toolkit's faults
         self.server = FakeExchangeServer(
-            reactor=reactor, tls=tls, ws_paths=(PUBLIC_PATH, BUSINESS_PATH)
+            reactor=reactor, tls=tls, ws_paths=(PUBLIC_PATH, BUSINESS_PATH, PRIVATE_PATH)
         )
         self.server.on_session = self._on_session
         self.server.on_text = self._on_text
@@ -489,6 +491,11 @@ class FakeOkx:
         self._run_done: Deferred[None] | None = None
         self._run_left: int | None = None
         self._register_routes()
+        #: the private side: login, signed endpoints, accounts and orders (see its module);
+        #: ``api_keys`` maps API keys to ``(secret, passphrase)``
+        self.private = FakeOkxPrivate(self, api_keys)
+        #: balances, orders and fills of every API key (``fund``, ``fill``, ``deposit``)
+        self.ledger = self.private.ledger
 
     def __repr__(self) -> str:
         return f"<FakeOkx {len(self._symbols)} symbols {self.server!r}>"
@@ -529,6 +536,7 @@ class FakeOkx:
         return {
             "public": self.server.ws_url(PUBLIC_PATH),
             "business": self.server.ws_url(BUSINESS_PATH),
+            "private": self.server.ws_url(PRIVATE_PATH),
             "rest": self.server.rest_url,
         }
 
@@ -860,6 +868,8 @@ class FakeOkx:
         info = _SessionInfo(business, conn_id, self.reactor.seconds())
         self._sessions[session] = info
         self._arm_idle(session, info, self.idle_timeout)
+        if session.path.rstrip("/") == PRIVATE_PATH:
+            self.private.opened(session)
 
         def gone(result: Any) -> Any:
             self._cancel_idle(info)
@@ -939,6 +949,9 @@ class FakeOkx:
             isinstance(request_id, str) and _ID_RE.match(request_id)
         ):
             self._error(session, info, None, "60012", f"Invalid request: {raw}")
+            return
+        if session in self.private.sessions:
+            self.private.on_text(session, info, message)
             return
         if op in ("subscribe", "unsubscribe", "login") and not self._count_op(session, info):
             return
