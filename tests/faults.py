@@ -767,7 +767,7 @@ def rest_fault(status: int | None, **kw: Any) -> Inject:
     async def inject(run: Run) -> None:
         rest = run.fake.server.rest
         if status is None:
-            run.client.rest._timeout = 0.5  # the REST timeout has no public knob yet
+            run.client.rest._timeout = 0.5  # as exchange(..., rest_timeout=0.5) sets it
             rest.hang_next(path=DEPTH)
         else:
             rest.fail_next(status, path=DEPTH, **kw)

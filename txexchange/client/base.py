@@ -75,6 +75,9 @@ class ClientOptions:
     snapshot_limit: int = attrs.field(default=1000, validator=_positive)
     #: seed trades, tickers and candles from REST when their stream opens
     seed_from_rest: bool = True
+    #: seconds a REST request may take before it counts as timed out (then retried if it
+    #: is a read)
+    rest_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: REST request-weight budget per minute (the exchange's published limit)
     weight_limit: int = attrs.field(default=6000, validator=_positive)
     #: values an async iterator keeps for a slow consumer (books keep only the latest)

@@ -125,6 +125,7 @@ class BinanceClient(ExchangeClient):
             used_weight=adapter.used_weight,
             weight_limit=opts.weight_limit,
             tap=rest_tap,
+            timeout=self.options.rest_timeout,
         )
         self.pool = StreamPool(self._new_connection, self.rules.max_topics_per_connection)
         self.stats = ClientStats()

@@ -194,6 +194,7 @@ class BybitClient(ExchangeClient):
             weight_limit=max(1, per_window),
             weight_window=REST_WINDOW,
             tap=rest_tap,
+            timeout=self.options.rest_timeout,
         )
         self.rules = {kind: adapter.BybitWireRules(kind) for kind in ("spot", "linear", "status")}
         self.pools: dict[str, StreamPool] = {

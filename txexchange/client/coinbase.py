@@ -194,6 +194,7 @@ class CoinbaseClient(ExchangeClient):
             weight_window=REST_WINDOW,
             safety=1.0,
             tap=self._tap,
+            timeout=self.options.rest_timeout,
         )
         self.pool = StreamPool(self._new_connection, self.rules.max_topics_per_connection)
         self.stats = CoinbaseStats()

@@ -227,6 +227,7 @@ class GeminiClient(ExchangeClient):
             weight_limit=min(REST_LIMIT, opts.weight_limit),
             weight_window=REST_WINDOW,
             tap=self._tap,
+            timeout=self.options.rest_timeout,
         )
         #: the diff, trade and ticker streams (no per-connection cap documented)
         self.pool = StreamPool(

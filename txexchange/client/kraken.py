@@ -213,6 +213,7 @@ class KrakenClient(ExchangeClient):
             weight_window=REST_WINDOW,
             safety=1.0,
             tap=rest_tap,
+            timeout=self.options.rest_timeout,
         )
         self.rules = adapter.KrakenWireRules()
         self.pool = StreamPool(self._new_connection, self.rules.max_topics_per_connection)

@@ -190,6 +190,7 @@ class OkxClient(ExchangeClient):
             weight_window=REST_WINDOW,
             safety=1.0,
             tap=rest_tap,
+            timeout=self.options.rest_timeout,
         )
         self.public_rules = adapter.OkxWireRules("public")
         self.business_rules = adapter.OkxWireRules("business")

@@ -150,6 +150,11 @@ class FakeRest(Resource):
         """
         self._add(_Fault("hang", count, path))
 
+    @property
+    def queued_faults(self) -> int:
+        """Faults queued by ``fail_next``/``delay_next``/``hang_next`` and not used yet."""
+        return len(self._faults)
+
     def clear_faults(self) -> None:
         """Forget every queued fault that has not been used yet."""
         self._faults.clear()
