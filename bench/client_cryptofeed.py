@@ -2,9 +2,9 @@
 
 A :class:`cryptofeed.exchanges.Binance` subclass whose WebSocket and REST
 endpoints are the fake's (cryptofeed accepts only wss:// addresses; for the
-ws:// runs its connection class is given the plain address).  Over wss:// / https:// the process trusts only the
-fake's CA through ``SSL_CERT_FILE`` (websockets, aiohttp) and
-``REQUESTS_CA_BUNDLE`` (requests, used for the symbol list), set by
+ws:// runs its connection class is given the plain address).  Over wss://
+and https:// the process trusts only the fake's CA through ``SSL_CERT_FILE``
+(websockets, aiohttp) and ``REQUESTS_CA_BUNDLE`` (requests, used for the symbol list), set by
 :func:`main` before anything loads them; verification stays on.  Prints one
 JSON result line (:mod:`client_report`).
 """

@@ -131,6 +131,6 @@ class Meter:
 
 def rss_mb() -> float:
     """Current resident set size, MB (Linux)."""
-    with open("/proc/self/statm") as f:  # noqa: PTH123 - procfs
+    with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize() / 2**20
