@@ -77,15 +77,24 @@ class Meter:
         self.cpu1 = 0.0
         self.on_done: Callable[[], None] | None = None
         self.callbacks = 0
+        self.started = time.perf_counter()
+        self.synced_at = 0.0
+        self.unsynced = set(self.ids)
+        self.rss0 = 0.0
 
     def update(self, market_id: str, nonce: int | None, sent_us: int | float | None) -> None:
         """One book update seen by the client (``sent_us``: the event's ``E``, µs)."""
         self.callbacks += 1
+        if self.unsynced and market_id in self.unsynced:
+            self.unsynced.discard(market_id)
+            if not self.unsynced:
+                self.synced_at = time.perf_counter()
         if nonce is None or nonce <= PRIME_U:
             return
         if not self.t0:
             self.t0 = time.perf_counter()
             self.cpu0 = time.process_time()
+            self.rss0 = rss_mb()
         elif self.latency and sent_us:
             self.samples.append(time.time_ns() // 1000 - int(sent_us))
         if nonce >= self.final[market_id] and market_id in self.remaining:
@@ -117,6 +126,8 @@ class Meter:
             "latency_samples": len(samples),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "callbacks": self.callbacks,
+            "rss_start_mb": self.rss0,
+            "cold_start_s": self.synced_at - self.started if self.synced_at else None,
             "hash": book_hash(books),
         }
         if self.window and samples:

@@ -11,6 +11,7 @@ into snapshots when read).  Prints one JSON result line
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,13 @@ def main() -> None:
         reactor=reactor,
         urls={"ws": args.ws, "rest": args.rest},
         transport=TransportOptions(trust_root=trust),
-        snapshot_limit=max(100, min(5000, args.levels * 2)),
+        # the fake's snapshots hold exactly ``levels`` levels a side
+        snapshot_limit=max(5, min(5000, args.levels)),
     )
     meter = Meter(args, f"txexchange-{args.mode}")
+    if args.connections > 1:
+        # spread the streams over several sockets instead of up to 1024 on one
+        client.pool._max = -(-args.symbols // args.connections)
     symbols = [f"{m[:-4]}/USDT" for m in meter.ids]
     ids = {s: m for s, m in zip(symbols, meter.ids, strict=True)}
     finished: defer.Deferred[None] = defer.Deferred()
@@ -49,6 +54,7 @@ def main() -> None:
     update = meter.update
 
     async def run() -> None:
+        meter.started = time.perf_counter()
         await client.load_markets()
         if args.mode == "push":
             for symbol in symbols:
