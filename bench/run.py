@@ -202,7 +202,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.messages = 3, 50_000
         args.latency_messages, args.latency_rounds = 30_000, 1
-    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    shown = [a for a in sys.argv[1:] if a != "--json" and a != args.json]  # output file only
+    command = " ".join(["python bench/run.py", *shown])
     started = time.time()
     log(f"throughput: {args.messages:,} diffs over {args.symbols} symbols, {args.rounds} rounds")
     raw_ws = throughput_rounds(args, tls=False)
