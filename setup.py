@@ -45,7 +45,18 @@ setup(
     extras_require={
         "test": TEST + DOCS,
         "docs": DOCS,
-        "bench": ["pyinstrument", "psutil", "sortedcontainers"],
+        # peers and tools of bench/ (never needed by the tests)
+        "bench": [
+            "pyinstrument",
+            "psutil",
+            "sortedcontainers",
+            "ccxt>=4.4",
+            "cryptofeed>=2.4",
+            "websockets>=13",
+            "matplotlib>=3.8",
+            "uvloop>=0.19",
+            "py-spy>=0.3",
+        ],
         # the SQLite sink uses the standard library's sqlite3 (through adbapi) and
         # the Redis Streams sink a small RESP client of its own on Twisted
         # (txexchange.service.sinks.resp): neither needs a third-party package.

@@ -27,6 +27,7 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.python.failure import Failure
 
 from txexchange.errors import BadRequest
+from txexchange.transport.fastframes import FastFramesMixin
 
 if TYPE_CHECKING:
     from txexchange.transport.link import Link
@@ -73,8 +74,13 @@ def describe_tls_failure(reason: Failure) -> str | None:
     return None
 
 
-class FeedProtocol(WebSocketClientProtocol):
-    """One WebSocket connection; forwards everything to the owning link."""
+class FeedProtocol(FastFramesMixin, WebSocketClientProtocol):
+    """One WebSocket connection; forwards everything to the owning link.
+
+    Plain data frames take the lean path of
+    :class:`~txexchange.transport.fastframes.FastFramesMixin`; everything
+    else goes through Autobahn and arrives in :meth:`onMessage`.
+    """
 
     link: Link
 
