@@ -605,6 +605,11 @@ async def stale_snapshot(run: Run) -> None:
         fake.stale_snapshot_next(target, updates_behind=20)
         fake.skip_next(target, 3)
     elif name == "bybit":
+        # Only a synced book has a u and seq to judge a snapshot by: while one waits for
+        # its resubscription's snapshot, Bybit's protocol gives nothing to tell a stale one
+        # from the fresh one (the real exchange does not send stale snapshots then).
+        book = run.client.books.get(target)
+        assert book is not None and book.synced and not book.stale, "not synced now"
         assert fake.send_stale_snapshot(target, back=4) >= 1  # older u and seq: ignored
 
 
