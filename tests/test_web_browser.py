@@ -4,8 +4,10 @@ Runs the service as the README does (a twistd child with the simulated
 exchange), opens the page in Debian's Chromium driven by Playwright (never a
 downloaded browser), waits for the depth chart and the feed table to show live
 data, checks that they move and agree with the JSON API, and saves a
-screenshot to ``test-artifacts/web-view.png``.  Not skipped anywhere: without
-Chromium it fails and says what to install.
+screenshot to ``test-artifacts/web-view.png``.  In CI (``CI`` set, as
+``.ci/run`` does after installing Chromium) a missing browser is a failure;
+elsewhere (a fresh machine with only Python) the test is skipped and says what
+to install, like the Redis sink's test.
 """
 
 from __future__ import annotations
@@ -100,10 +102,14 @@ def exchangefeed(tmp_path):
 def page(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), (
-        f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium) "
-        "or point the CHROMIUM environment variable at one"
-    )
+    if not Path(CHROMIUM).exists():
+        message = (
+            f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install -y chromium) "
+            "or point the CHROMIUM environment variable at one"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     errors: list[str] = []
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
