@@ -124,6 +124,12 @@ class ExchangeClient:
         self._held: set[Key] = set()
         self._closed = False
         self._close_d: _Shared | None = None
+        # reactor.stop() closes the client like close() (handshakes, sinks of
+        # observers flushed by their owners) before the reactor goes down
+        add_trigger = getattr(reactor, "addSystemEventTrigger", None)
+        self._shutdown_trigger: Any = (
+            add_trigger("before", "shutdown", self._close_at_shutdown) if add_trigger else None
+        )
         if markets is not None:
             self._index = (
                 markets
@@ -429,10 +435,17 @@ class ExchangeClient:
     def close(self) -> Deferred[None]:
         """Close every connection (close handshake), stop timers, fail pending calls."""
         if self._close_d is None:
+            if self._shutdown_trigger is not None:
+                self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+                self._shutdown_trigger = None
             self._closed = True
             self.hub.close()
             self._close_d = _Shared(self._shutdown())
         return self._close_d.wait()
+
+    def _close_at_shutdown(self) -> Deferred[None]:
+        self._shutdown_trigger = None  # firing: it must not be removed any more
+        return self.close()
 
     # -- for subclasses ---------------------------------------------------------
 
