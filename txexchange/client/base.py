@@ -124,12 +124,8 @@ class ExchangeClient:
         self._held: set[Key] = set()
         self._closed = False
         self._close_d: _Shared | None = None
-        # reactor.stop() closes the client like close() (handshakes, sinks of
-        # observers flushed by their owners) before the reactor goes down
-        add_trigger = getattr(reactor, "addSystemEventTrigger", None)
-        self._shutdown_trigger: Any = (
-            add_trigger("before", "shutdown", self._close_at_shutdown) if add_trigger else None
-        )
+        # set by _arm_shutdown() once the client starts doing anything
+        self._shutdown_trigger: Any = None
         if markets is not None:
             self._index = (
                 markets
@@ -156,6 +152,7 @@ class ExchangeClient:
         self, reload: bool = False, markets: Iterable[Market] | None = None
     ) -> Deferred[dict[str, Market]]:
         """Load the exchange's market list once (or take ``markets``); fires with it."""
+        self._arm_shutdown()
         if markets is not None:
             self._index = MarketIndex.from_markets(markets, self.name)
         if self._index is not None and not reload:
@@ -208,6 +205,7 @@ class ExchangeClient:
         """Open the stream of ``key`` (markets must be loaded)."""
         if key in self._open or key[0] == "status" or self._closed:
             return
+        self._arm_shutdown()
         self._open.add(key)
         try:
             self._start_stream(key)
@@ -442,6 +440,17 @@ class ExchangeClient:
             self.hub.close()
             self._close_d = _Shared(self._shutdown())
         return self._close_d.wait()
+
+    def _arm_shutdown(self) -> None:
+        """Make ``reactor.stop()`` call :meth:`close` before the reactor goes down.
+
+        Armed on first use rather than in ``__init__``, so that a client whose
+        construction failed, or that never did anything, is left alone.
+        """
+        if self._shutdown_trigger is None and not self._closed:
+            add = getattr(self.reactor, "addSystemEventTrigger", None)
+            if add is not None:
+                self._shutdown_trigger = add("before", "shutdown", self._close_at_shutdown)
 
     def _close_at_shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None  # firing: it must not be removed any more
