@@ -263,9 +263,9 @@ class _BookSide:
             key = -float(price) if ask else float(price)
             i = bisect_left(keys, key)
             rest = amount.lstrip("0.")
-            if (not rest and _zero_spelling(amount)) or (
-                rest and rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0
-            ):
+            if not rest or (rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0):
+                if not rest and ("0" not in amount or amount.count(".") > 1):
+                    raise ValueError(f"not a decimal number: {amount!r}")  # "", ".", "0.0.0"
                 if keys[i] == key:
                     del rows[i]  # first: IndexError if key matched the sentinel
                     del keys[i]
