@@ -618,7 +618,8 @@ class BinanceParser:
         if type(message) is dict:
             stream = message.get("stream")
             if stream is not None:
-                route = self._routes.get(stream)
+                # a stream name that is not a string (a list...) may not even hash
+                route = self._routes.get(stream) if type(stream) is str else None
                 if route is None:
                     route = self._route(stream)
                 handler, symbol, arg = route

@@ -67,16 +67,27 @@ def _text(value: Any) -> str:
         if not math.isfinite(value):
             raise BadRequest("parameter values must be finite numbers")
         return repr(value)  # the shortest round-trip form, as JSON encoders write it
-    if isinstance(value, str | int | Decimal):
+    if isinstance(value, str):
+        return _encodable(value)
+    if isinstance(value, int | Decimal):
         return str(value)
     raise BadRequest(f"cannot sign a parameter of type {type(value).__name__}")
+
+
+def _encodable(text: str) -> str:
+    """``text`` if it can be sent as UTF-8; BadRequest (not UnicodeEncodeError) if not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("parameter names and values must be valid Unicode text") from None
+    return text
 
 
 def _pairs(params: Params | None) -> list[tuple[str, Any]]:
     if params is None:
         return []
     items = params.items() if isinstance(params, Mapping) else params
-    return [(str(k), v) for k, v in items]
+    return [(_encodable(str(k)), v) for k, v in items]
 
 
 def percent_encode(params: Params | None) -> str:
@@ -103,7 +114,7 @@ def ws_api_signature_payload(params: Mapping[str, Any]) -> str:
     ``signature`` itself and ``None`` values are left out.
     """
     return "&".join(
-        f"{k}={_text(params[k])}"
+        f"{_encodable(str(k))}={_text(params[k])}"
         for k in sorted(params)
         if k != "signature" and params[k] is not None
     )
@@ -177,7 +188,11 @@ class Signer:
             raise BadRequest("a Binance API secret (non-empty string) is required")
         #: the API key (sent with every signed request; not a secret by itself)
         self.api_key = api_key
-        self._secret = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        try:
+            self._secret = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        except UnicodeEncodeError:
+            # the error would carry the secret (UnicodeEncodeError.object)
+            raise BadRequest("a Binance API secret must be valid Unicode text") from None
 
     def __repr__(self) -> str:
         return f"<Signer api_key={_mask(self.api_key)}>"

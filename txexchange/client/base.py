@@ -143,6 +143,8 @@ class ExchangeClient(PrivateMethods):
         #: API credentials for the private methods (``exchange()`` sets them)
         self.credentials = Credentials()
         self._private_account = None
+        # set by _arm_shutdown() once the client starts doing anything
+        self._shutdown_trigger: Any = None
         if markets is not None:
             self._index = (
                 markets
@@ -169,6 +171,7 @@ class ExchangeClient(PrivateMethods):
         self, reload: bool = False, markets: Iterable[Market] | None = None
     ) -> Deferred[dict[str, Market]]:
         """Load the exchange's market list once (or take ``markets``); fires with it."""
+        self._arm_shutdown()
         if markets is not None:
             self._index = MarketIndex.from_markets(markets, self.name)
         if self._index is not None and not reload:
@@ -221,6 +224,7 @@ class ExchangeClient(PrivateMethods):
         """Open the stream of ``key`` (markets must be loaded)."""
         if key in self._open or key[0] == "status" or self._closed:
             return
+        self._arm_shutdown()
         self._open.add(key)
         try:
             self._start_stream(key)
@@ -452,12 +456,30 @@ class ExchangeClient(PrivateMethods):
     def close(self) -> Deferred[None]:
         """Close every connection (close handshake), stop timers, fail pending calls."""
         if self._close_d is None:
+            if self._shutdown_trigger is not None:
+                self.reactor.removeSystemEventTrigger(self._shutdown_trigger)
+                self._shutdown_trigger = None
             self._closed = True
             self.hub.close()
             self._close_d = _Shared(
                 _gather([self._close_private(), self._shutdown()]).addCallback(lambda _: None)
             )
         return self._close_d.wait()
+
+    def _arm_shutdown(self) -> None:
+        """Make ``reactor.stop()`` call :meth:`close` before the reactor goes down.
+
+        Armed on first use rather than in ``__init__``, so that a client whose
+        construction failed, or that never did anything, is left alone.
+        """
+        if self._shutdown_trigger is None and not self._closed:
+            add = getattr(self.reactor, "addSystemEventTrigger", None)
+            if add is not None:
+                self._shutdown_trigger = add("before", "shutdown", self._close_at_shutdown)
+
+    def _close_at_shutdown(self) -> Deferred[None]:
+        self._shutdown_trigger = None  # firing: it must not be removed any more
+        return self.close()
 
     # -- for subclasses ---------------------------------------------------------
 

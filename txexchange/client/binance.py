@@ -238,7 +238,11 @@ class BinanceClient(ExchangeClient):
         kind = type(action)
         if kind is ApplyDelta:
             book = entry.book
-            book.apply_delta(delta)
+            try:
+                book.apply_delta(delta)
+            except ValueError as e:
+                self._bad_levels(entry, e)
+                return
             self.hub.publish(
                 entry.key,
                 BookUpdate(
@@ -250,6 +254,12 @@ class BinanceClient(ExchangeClient):
         elif kind is Resync:
             self._book_stale(entry, action.reason)  # type: ignore[union-attr]
             self._fetch_snapshot(entry)
+
+    def _bad_levels(self, entry: _BookEntry, error: ValueError) -> None:
+        # the book marked itself stale; start again (the next delta asks for a snapshot)
+        self.stats.malformed += 1
+        entry.sync.reset()
+        self._book_stale(entry, f"bad level: {error}")
 
     def _book_stale(self, entry: _BookEntry, reason: str) -> None:
         self.stats.book_resyncs += 1
@@ -300,9 +310,13 @@ class BinanceClient(ExchangeClient):
         kind = type(action)
         if kind is ApplySnapshot:
             book = entry.book
-            book.apply_snapshot(snapshot)
-            for delta in action.deltas:  # type: ignore[union-attr]
-                book.apply_delta(delta)
+            try:
+                book.apply_snapshot(snapshot)
+                for delta in action.deltas:  # type: ignore[union-attr]
+                    book.apply_delta(delta)
+            except ValueError as e:
+                self._bad_levels(entry, e)
+                return
             self._book_synced(entry)
         elif kind is SnapshotTooOld:
             log.debug("binance: {s} snapshot too old; fetching again", s=entry.book.symbol)
@@ -348,7 +362,13 @@ class BinanceClient(ExchangeClient):
         if entry is None:
             return
         book = entry.book
-        book.apply_snapshot(snapshot)
+        try:
+            book.apply_snapshot(snapshot)
+        except ValueError as e:
+            # stale until the next partial book replaces it
+            self.stats.malformed += 1
+            self._book_stale(entry, f"bad level: {e}")
+            return
         if not self.hub.is_ready(entry.key):
             self.hub.set_ready(entry.key)
             self.hub.publish(("status", None), BookSynced(book.symbol, book.nonce))

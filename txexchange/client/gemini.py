@@ -395,7 +395,11 @@ class GeminiClient(ExchangeClient):
         kind = type(action)
         if kind is ApplyDelta:
             book = entry.book
-            book.apply_delta(delta)
+            try:
+                book.apply_delta(delta)
+            except ValueError as e:
+                self._bad_levels(entry, e)
+                return
             problem = entry.sync.verify(book.top)
             if problem is not None:
                 self.stats.crossed_books += 1
@@ -445,9 +449,13 @@ class GeminiClient(ExchangeClient):
         snapshot = action.snapshot
         if snapshot.timestamp is None:
             snapshot = attrs.evolve(snapshot, timestamp=int(self.clock.seconds() * 1000))
-        book.apply_snapshot(snapshot)
-        for delta in action.deltas:
-            book.apply_delta(delta)
+        try:
+            book.apply_snapshot(snapshot)
+            for delta in action.deltas:
+                book.apply_delta(delta)
+        except ValueError as e:
+            self._bad_levels(entry, e)
+            return
         problem = entry.sync.verify(book.top)
         if problem is not None:
             self.stats.crossed_books += 1
@@ -455,6 +463,12 @@ class GeminiClient(ExchangeClient):
             self._request_depth(entry)
             return
         self._book_synced(entry)
+
+    def _bad_levels(self, entry: _BookEntry, error: ValueError) -> None:
+        # the book marked itself stale; ask for a new book as after a crossed one
+        self.stats.malformed += 1
+        self._book_stale(entry, f"bad level: {error}")
+        self._request_depth(entry)
 
     def _book_stale(self, entry: _BookEntry, reason: str) -> None:
         self.stats.book_resyncs += 1

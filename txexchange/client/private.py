@@ -60,6 +60,9 @@ class PrivateMethods:
     def market(self, symbol: str) -> Any:
         raise NotImplementedError
 
+    def _arm_shutdown(self) -> None:
+        """Overridden by the client: close it when the reactor shuts down."""
+
     @property
     def private(self) -> PrivateAccount:
         """The live account (made on first use; raises if it cannot be)."""
@@ -68,6 +71,7 @@ class PrivateMethods:
         if self._private_account is None:
             creds = getattr(self, "credentials", None) or Credentials()
             creds.require(self.name, password=getattr(self, "needs_password", False))
+            self._arm_shutdown()
             self._private_account = PrivateAccount(
                 self._account_backend(),
                 self.hub,

@@ -60,10 +60,17 @@ def is_zero(amount: str) -> bool:
     """
     rest = amount.lstrip("0.")
     if not rest:
-        return True
+        return _zero_spelling(amount)
     if rest[0] in _NONZERO_DIGITS:
         return False
     return _decimal(amount) == 0
+
+
+def _zero_spelling(amount: str) -> bool:
+    """True for an amount made of zeros and at most one point; ValueError for ``""``, ``"."``."""
+    if "0" not in amount or amount.count(".") > 1:
+        raise ValueError(f"not a decimal number: {amount!r}")
+    return True
 
 
 def _decimal(text: str) -> Decimal:
@@ -188,6 +195,8 @@ class _BookSide:
         table: dict[_Key, PriceLevel] = {}
         ask = self.ask
         for level in levels:
+            if type(level) is str:  # "12" would read as price "1", amount "2"
+                raise ValueError(f"level is a string, not a pair: {level!r:.40}")
             price = level[0]
             amount = level[1]
             if exact:
@@ -203,7 +212,9 @@ class _BookSide:
             if ask and not exact:
                 key = -key
             rest = amount.lstrip("0.")
-            if not rest or (rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0):
+            if (not rest and _zero_spelling(amount)) or (
+                rest and rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0
+            ):
                 # levels apply in order, as in a delta: zero removes an earlier duplicate
                 table.pop(key, None)
             else:
@@ -243,6 +254,8 @@ class _BookSide:
         rows = self.rows
         ask = self.ask
         for level in levels:
+            if type(level) is str:  # "12" would read as price "1", amount "2"
+                raise ValueError(f"level is a string, not a pair: {level!r:.40}")
             price = level[0]
             amount = level[1]
             if len(price) > _FLOAT_SAFE_LEN and not _float_is_exact_enough(price):
@@ -251,6 +264,8 @@ class _BookSide:
             i = bisect_left(keys, key)
             rest = amount.lstrip("0.")
             if not rest or (rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0):
+                if not rest and ("0" not in amount or amount.count(".") > 1):
+                    raise ValueError(f"not a decimal number: {amount!r}")  # "", ".", "0.0.0"
                 if keys[i] == key:
                     del rows[i]  # first: IndexError if key matched the sentinel
                     del keys[i]
@@ -268,6 +283,8 @@ class _BookSide:
         rows = self.rows
         ask = self.ask
         for level in levels:
+            if type(level) is str:  # "12" would read as price "1", amount "2"
+                raise ValueError(f"level is a string, not a pair: {level!r:.40}")
             price = level[0]
             amount = level[1]
             key = _decimal(price).copy_negate() if ask else _decimal(price)
@@ -376,6 +393,11 @@ class OrderBook:
         except ValueError as e:
             self._bad_input(e)
             raise
+        except (TypeError, LookupError, AttributeError) as e:
+            # a level of the wrong shape or type (a number, null, a short list...)
+            error = ValueError(f"level of the wrong shape or type: {e}")
+            self._bad_input(error)
+            raise error from None
         self.nonce = snapshot.nonce
         self.timestamp = snapshot.timestamp
         self._synced = True
@@ -407,6 +429,11 @@ class OrderBook:
         except ValueError as e:
             self._bad_input(e)
             raise
+        except (TypeError, LookupError, AttributeError) as e:
+            # a level of the wrong shape or type (a number, null, a short list...)
+            error = ValueError(f"level of the wrong shape or type: {e}")
+            self._bad_input(error)
+            raise error from None
         if delta.nonce is not None:
             self.nonce = delta.nonce
         if delta.timestamp is not None:

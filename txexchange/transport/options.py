@@ -27,6 +27,22 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> No
         raise BadRequest(f"TransportOptions.{attribute.name} must be >= 0, got {value!r}")
 
 
+def _trust_root(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    # Anything Twisted cannot use as a trust root would fail only when a
+    # connection is made (for REST, as a Deferred that never fires): refuse it here.
+    if value is None:
+        return
+    from twisted.internet.ssl import optionsForClientTLS
+
+    try:
+        optionsForClientTLS("localhost", trustRoot=value)
+    except TypeError:
+        raise BadRequest(
+            "TransportOptions.trust_root must be a trust root (e.g. a "
+            f"twisted.internet.ssl.Certificate) or None, got {value!r:.60}"
+        ) from None
+
+
 @attrs.frozen(kw_only=True)
 class TransportOptions:
     """How a connection reconnects, keeps alive and guards itself.
@@ -63,7 +79,7 @@ class TransportOptions:
     #: offer and accept permessage-deflate
     compression: bool = True
     #: extra trust root for TLS (e.g. a test CA); ``None`` uses the platform's roots
-    trust_root: Any = None
+    trust_root: Any = attrs.field(default=None, validator=_trust_root)
     #: open the replacement connection this long before the exchange's age limit
     rollover_margin: float = attrs.field(default=600.0, validator=_non_negative)
     #: after a rollover's replacement is subscribed, wait at most this long for overlap
