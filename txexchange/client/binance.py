@@ -234,22 +234,34 @@ class BinanceClient(ExchangeClient):
         entry = self._book_entries.get(delta.symbol)
         if entry is None:
             return
-        action = entry.sync.on_delta(delta)
+        sync = entry.sync
+        if sync.advance(delta):  # the synced steady state: no verdict object
+            self._apply_delta(entry, delta)
+            return
+        action = sync.on_delta(delta)
         kind = type(action)
         if kind is ApplyDelta:
-            book = entry.book
-            book.apply_delta(delta)
-            self.hub.publish(
-                entry.key,
-                BookUpdate(
-                    delta.symbol, delta.bids, delta.asks, delta.nonce, delta.timestamp, False, book
-                ),
-            )
+            self._apply_delta(entry, delta)
         elif kind is NeedSnapshot:
             self._fetch_snapshot(entry)
         elif kind is Resync:
             self._book_stale(entry, action.reason)  # type: ignore[union-attr]
             self._fetch_snapshot(entry)
+
+    def _apply_delta(self, entry: _BookEntry, delta: BookDelta) -> None:
+        book = entry.book
+        book.apply_delta(delta)
+        hub = self.hub
+        key = entry.key
+        if hub.heard(key):
+            hub.publish(
+                key,
+                BookUpdate(
+                    delta.symbol, delta.bids, delta.asks, delta.nonce, delta.timestamp, False, book
+                ),
+            )
+        else:  # pull mode: nobody would see the event, so it is not built
+            hub.skip()
 
     def _book_stale(self, entry: _BookEntry, reason: str) -> None:
         self.stats.book_resyncs += 1

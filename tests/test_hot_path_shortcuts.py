@@ -1,0 +1,99 @@
+"""The allocation-free shortcuts of the Binance book path agree with the full path.
+
+``BinanceBookSync.advance`` must say "apply" exactly when ``on_delta`` would
+return :class:`ApplyDelta` (and leave the same state behind), and
+``Hub.heard`` must be true exactly when a published update reaches someone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+
+from txexchange.adapters.binance import ApplyDelta, BinanceBookSync
+from txexchange.delivery import Hub
+from txexchange.delivery.hub import UpdateStream
+from txexchange.events import BookDelta, BookSnapshot
+
+SYM = "BNB/BTC"
+
+
+def _delta(first: int, last: int, sym: str = SYM) -> BookDelta:
+    return BookDelta(sym, [], [], nonce=last, first_id=first)
+
+
+def _state(sync: BinanceBookSync) -> tuple[Any, ...]:
+    return (sync.state, sync.book_id, sync.first_update_id, [d.nonce for d in sync.buffered])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-3, 3), st.integers(0, 4), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_advance_agrees_with_on_delta(steps: list[tuple[int, int, bool, bool]]) -> None:
+    fast, full = BinanceBookSync(SYM), BinanceBookSync(SYM)
+    for sync in (fast, full):
+        sync.on_delta(_delta(101, 105))
+        sync.on_snapshot(BookSnapshot(SYM, [], [], nonce=100))
+    for offset, length, snapshot, other_symbol in steps:
+        if snapshot:  # a snapshot in between (late, or after a resync)
+            snap = BookSnapshot(SYM, [], [], nonce=(full.book_id or 0) + offset)
+            assert fast.on_snapshot(snap) == full.on_snapshot(snap)
+            continue
+        base = full.book_id if full.book_id is not None else (full.first_update_id or 0)
+        first = base + 1 + offset
+        delta = _delta(first, first + length, "ETH/BTC" if other_symbol else SYM)
+        try:
+            expected = full.on_delta(delta)
+        except Exception as e:  # noqa: BLE001 - both must refuse alike
+            assert not fast.advance(delta)
+            assert type(e) is type(_raises(fast, delta))
+            continue
+        took = fast.advance(delta)
+        assert took == (expected == ApplyDelta(delta))
+        if not took:
+            assert fast.on_delta(delta) == expected
+        assert _state(fast) == _state(full)
+
+
+def _raises(sync: BinanceBookSync, delta: BookDelta) -> Exception:
+    try:
+        sync.on_delta(delta)
+    except Exception as e:  # noqa: BLE001 - returned for comparison
+        return e
+    raise AssertionError("on_delta accepted what it refused before")
+
+
+def test_advance_refuses_while_waiting_and_keeps_state() -> None:
+    sync = BinanceBookSync(SYM)
+    assert not sync.advance(_delta(1, 2))
+    assert _state(sync) == ("waiting", None, None, [])
+
+
+def test_heard_follows_observers_streams_and_watchers() -> None:
+    hub = Hub(Clock())
+    key = ("book", SYM)
+    got: list[Any] = []
+    assert not hub.heard(key)
+    handle = hub.add_observer(key, got.append)
+    assert hub.heard(key) and not hub.heard(("book", "ETH/BTC"))
+    handle.stop()
+    assert not hub.heard(key)
+    d = hub.watch(key, lambda ev: ev)
+    assert hub.heard(key)
+    hub.publish(key, "x")
+    assert d.called and not hub.heard(key)
+    stream = UpdateStream(hub, key, lambda ev: ev, latest_only=True, maxlen=1)
+    assert hub.heard(key)
+    stream.close()
+    assert not hub.heard(key)
+    before = hub.published
+    hub.skip()
+    assert hub.published == before + 1 and got == []
