@@ -300,11 +300,11 @@ class _BookSide:
                 prices.insert(i, price)
                 amounts.insert(i, amount)
 
-    def best_first(self, n: int | None) -> list[PriceLevel]:
-        """The best ``n`` levels (all if ``None``), best first, as new ``(price, amount)`` tuples."""
+    def best_first(self, n: int | None) -> tuple[PriceLevel, ...]:
+        """The best ``n`` levels (all if ``None``), best first, as new tuples."""
         if n is None:
-            return list(zip(self.prices[::-1], self.amounts[::-1]))
-        return list(zip(self.prices[: -n - 1 : -1], self.amounts[: -n - 1 : -1]))
+            return tuple(zip(self.prices[::-1], self.amounts[::-1], strict=True))
+        return tuple(zip(self.prices[: -n - 1 : -1], self.amounts[: -n - 1 : -1], strict=True))
 
     def best(self) -> PriceLevel | None:
         """The best level, or ``None`` if the side is empty."""
@@ -543,9 +543,9 @@ class OrderBook:
         if n < 0:
             raise ValueError(f"n must not be negative, not {n!r}")
         if side == "bids":
-            return self._bids.best_first(n)
+            return list(self._bids.best_first(n))
         if side == "asks":
-            return self._asks.best_first(n)
+            return list(self._asks.best_first(n))
         raise ValueError(f"side must be 'bids' or 'asks', not {side!r}")
 
     def level_count(self, side: Side) -> int:
