@@ -52,6 +52,15 @@ _NONZERO_DIGITS = frozenset("123456789")
 _SENTINEL = float("inf")
 _EXACT_SENTINEL = Decimal("Infinity")  # no float/Decimal ordering (FloatOperation traps)
 
+# Sort keys of recently applied prices, by price string: ``float(str)`` costs
+# several times a dict lookup, and a busy book sees the same few prices near
+# its top again and again.  Only plain prices that pass every check of
+# ``_apply_float`` are kept (at most 15 characters, no exponent, finite), so a
+# hit needs no further checks.  Shared by all books; emptied when full.
+_BID_KEYS: dict[str, float] = {}
+_ASK_KEYS: dict[str, float] = {}
+_KEY_CACHE_SIZE = 8192
+
 
 def is_zero(amount: str) -> bool:
     """Return whether a decimal string denotes zero (``"0"``, ``"0.00000000"``, ``"-0e3"``...).
@@ -252,21 +261,25 @@ class _BookSide:
         keys = self.keys
         prices = self.prices
         amounts = self.amounts
-        ask = self.ask
+        cache = _ASK_KEYS if self.ask else _BID_KEYS
+        cached = cache.get
+        nonzero = _NONZERO_DIGITS
         for level in levels:
             price = level[0]
             amount = level[1]
-            if len(price) > _FLOAT_SAFE_LEN and not _float_is_exact_enough(price):
-                raise _NeedsDecimalKeys(price)
-            key = -float(price) if ask else float(price)
+            key = cached(price)
+            if key is None:
+                key = self._float_key(price, cache)
             i = bisect_left(keys, key)
-            rest = amount.lstrip("0.")
-            if not rest or (rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0):
-                if keys[i] == key:
-                    del prices[i]  # first: IndexError if key matched the sentinel
-                    del amounts[i]
-                    del keys[i]
-            elif keys[i] == key:
+            if amount[:1] not in nonzero:  # rarely taken for amounts that are not zero
+                rest = amount.lstrip("0.")
+                if not rest or (rest[0] not in nonzero and _decimal(amount) == 0):
+                    if keys[i] == key:
+                        del prices[i]  # first: IndexError if key matched the sentinel
+                        del amounts[i]
+                        del keys[i]
+                    continue
+            if keys[i] == key:
                 prices[i] = price
                 amounts[i] = amount
             else:
@@ -276,6 +289,20 @@ class _BookSide:
                 keys.insert(i, key)
                 prices.insert(i, price)
                 amounts.insert(i, amount)
+
+    def _float_key(self, price: str, cache: dict[str, float]) -> float:
+        """The float sort key of a price not in ``cache``; remembered there if plain."""
+        n = len(price)
+        if n > _FLOAT_SAFE_LEN and not _float_is_exact_enough(price):
+            raise _NeedsDecimalKeys(price)
+        key = float(price)
+        if self.ask:
+            key = -key
+        if n <= _FLOAT_SAFE_LEN and not (key - key) and "e" not in price and "E" not in price:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[price] = key
+        return key
 
     def _apply_exact(self, levels: Iterable[Level]) -> None:
         keys = self.keys
