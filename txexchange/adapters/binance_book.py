@@ -212,28 +212,19 @@ class BinanceBookSync:
         assert self._first is not None
         return Buffer(self._first, len(self._buffer))
 
-    def advance(self, delta: BookDelta) -> bool:
+    def advance(self, first: int | None, last: int | None) -> bool:
         """The steady-state shortcut of :meth:`on_delta`, allocating nothing.
 
-        When synced and ``delta`` joins the book (``U`` <= book id + 1 <
-        ``u`` + 1), the book id becomes ``u`` and the answer is true: apply
-        the delta, exactly as for :meth:`on_delta`'s :class:`ApplyDelta`.
-        Otherwise nothing changes and the answer is false: ask
-        :meth:`on_delta` for the verdict.
+        ``first``/``last`` are the ``U``/``u`` of a delta of this symbol.  When
+        synced and the delta joins the book (``U`` <= book id + 1 <= ``u``),
+        the book id becomes ``u`` and the answer is true: apply the delta,
+        exactly as for :meth:`on_delta`'s :class:`ApplyDelta`.  Otherwise
+        nothing changes and the answer is false: ask :meth:`on_delta`.
         """
-        if not self._synced:
+        if not self._synced or first is None or last is None:
             return False
-        first = delta.first_id
-        last = delta.nonce
         previous = self._last
-        if (
-            first is None
-            or last is None
-            or previous is None
-            or last <= previous
-            or first > previous + 1
-            or delta.symbol != self.symbol
-        ):
+        if previous is None or last <= previous or first > previous + 1:
             return False
         self._last = last
         return True

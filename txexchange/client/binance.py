@@ -201,6 +201,10 @@ class BinanceClient(ExchangeClient):
         parser = self._parser
         if parser is None:
             return
+        fields = parser.depth_fields(obj)
+        if fields is not None:
+            self._on_depth(*fields)
+            return
         try:
             result = parser.parse(obj)
         except MalformedMessage as e:
@@ -230,12 +234,32 @@ class BinanceClient(ExchangeClient):
 
     # -- books ------------------------------------------------------------------
 
+    def _on_depth(
+        self, symbol: str, first: int, last: int, bids: list[Any], asks: list[Any], ts: Any
+    ) -> None:
+        # The synced steady state builds no BookDelta, no verdict and (with
+        # nobody listening) no BookUpdate; anything else takes _on_delta.
+        entry = self._book_entries.get(symbol)
+        if entry is None:
+            return
+        if not entry.sync.advance(first, last):
+            self._on_delta(BookDelta(symbol, bids, asks, last, first, None, ts))
+            return
+        book = entry.book
+        book.apply_levels(bids, asks, last, ts)
+        hub = self.hub
+        key = entry.key
+        if hub.heard(key):
+            hub.publish(key, BookUpdate(symbol, bids, asks, last, ts, False, book))
+        else:
+            hub.skip()
+
     def _on_delta(self, delta: BookDelta) -> None:
         entry = self._book_entries.get(delta.symbol)
         if entry is None:
             return
         sync = entry.sync
-        if sync.advance(delta):  # the synced steady state: no verdict object
+        if sync.advance(delta.first_id, delta.nonce):  # the synced steady state
             self._apply_delta(entry, delta)
             return
         action = sync.on_delta(delta)

@@ -22,7 +22,7 @@ first price that floats could not keep apart switches that side to exact
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -451,18 +451,31 @@ class OrderBook:
         """
         if delta.symbol != self.symbol:
             self._check_symbol(delta.symbol)
+        self.apply_levels(delta.bids, delta.asks, delta.nonce, delta.timestamp)
+
+    def apply_levels(
+        self,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        nonce: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """:meth:`apply_delta` without the event object, for an adapter's hot path.
+
+        The caller has already made sure the levels are for this book's symbol.
+        """
         try:
-            if delta.bids:
-                self._bids.apply(delta.bids)
-            if delta.asks:
-                self._asks.apply(delta.asks)
+            if bids:
+                self._bids.apply(bids)
+            if asks:
+                self._asks.apply(asks)
         except ValueError as e:
             self._bad_input(e)
             raise
-        if delta.nonce is not None:
-            self.nonce = delta.nonce
-        if delta.timestamp is not None:
-            self.timestamp = delta.timestamp
+        if nonce is not None:
+            self.nonce = nonce
+        if timestamp is not None:
+            self.timestamp = timestamp
         if self._cache:
             self._cache.clear()
 
