@@ -1,8 +1,8 @@
 """Benchmark of L2 order book representations for ``txexchange.state.book``.
 
 Compares the shipped :class:`txexchange.state.OrderBook` (per side, a list of
-float sort keys kept sorted with :mod:`bisect` and parallel lists of the price
-and amount strings, best level last; tuples built when read) with the alternatives it was
+float sort keys kept sorted with :mod:`bisect` and a parallel list of
+``(price, amount)`` tuples, best level last) with the alternatives it was
 chosen over, all fed the same
 pre-built :class:`~txexchange.events.BookDelta` events (10 changed levels each:
 amount updates, deletes with ``"0.00000000"`` and inserts, biased towards the
@@ -192,7 +192,7 @@ class LazySortBook:
 
 
 VARIANTS: list[tuple[str, Callable[[], Book]]] = [
-    ("OrderBook: sorted key + price/amount lists [shipped]", lambda: OrderBook(SYMBOL)),
+    ("OrderBook: sorted key + level lists, float [shipped]", lambda: OrderBook(SYMBOL)),
     ("dict + sorted key list (bisect), float keys", lambda: BisectBook(float)),
     ("dict + sorted key list (bisect), Decimal keys", lambda: BisectBook(Decimal)),
     ("SortedDict, float keys", lambda: SortedDictBook(float)),

@@ -8,10 +8,9 @@ exchange's wire format, and integrity verdicts (sequence gaps, checksums) are
 the adapter's: it calls :meth:`OrderBook.mark_stale` and re-applies a snapshot.
 
 Representation (chosen by measurement, see ``bench/bench_book.py`` and
-``docs/state.rst``): each side is three parallel Python lists kept sorted with
-:mod:`bisect`: numeric sort keys, and the exchange's original price and amount
-strings, best level last.  The ``(price, amount)`` tuples handed out are built
-only when levels are read (snapshots are cached until the book changes).  The key is
+``docs/state.rst``): each side is two parallel Python lists kept sorted with
+:mod:`bisect`, numeric sort keys and the levels' ``(price, amount)`` tuples of
+the exchange's original strings, best level last.  The key is
 ``float(price)`` (negated for asks) while every price on the side has at most
 15 significant digits: then distinct decimals map to distinct floats in the
 same order, and equal decimals (``"1.0"``, ``"1.00"``) to the same float.  The
@@ -167,12 +166,9 @@ class OrderBookSnapshot:
 
 
 class _BookSide:
-    """One side of a book: sort keys ascending, and the levels' strings in the same order.
+    """One side of a book: sort keys ascending and the levels in the same order.
 
-    ``keys``, ``prices`` and ``amounts`` are parallel lists; the ``(price,
-    amount)`` tuples handed out are built only when levels are read, so a
-    level costs one sort key and two list slots besides its strings.  The
-    best level is *last* on both sides (bids are keyed by price, asks by
+    The best level is *last* on both sides (bids are keyed by price, asks by
     minus the price), so the busy top of the book sits at the end of the
     lists, where inserting and deleting moves few items, and the best ``n``
     levels are one reversed slice.  ``keys`` ends with an extra ``+inf``
@@ -180,19 +176,18 @@ class _BookSide:
     needs a bounds check.
     """
 
-    __slots__ = ("amounts", "ask", "exact", "keys", "prices")
+    __slots__ = ("ask", "exact", "keys", "rows")
 
     def __init__(self, ask: bool) -> None:
         self.keys: list[_Key] = [_SENTINEL]
-        self.prices: list[str] = []
-        self.amounts: list[str] = []
+        self.rows: list[PriceLevel] = []
         #: True for the ask side (keys are minus the price).
         self.ask = ask
         #: True once the side uses Decimal keys (a price floats cannot keep apart arrived).
         self.exact = False
 
     def __len__(self) -> int:
-        return len(self.prices)
+        return len(self.rows)
 
     def load(self, levels: Iterable[Level]) -> None:
         """Replace the side with ``levels``, applied in order (the last duplicate wins)."""
@@ -202,7 +197,7 @@ class _BookSide:
             self._load(levels, True)
 
     def _load(self, levels: Iterable[Level], exact: bool) -> None:
-        table: dict[_Key, Level] = {}
+        table: dict[_Key, PriceLevel] = {}
         ask = self.ask
         for level in levels:
             price = level[0]
@@ -224,18 +219,16 @@ class _BookSide:
                 # levels apply in order, as in a delta: zero removes an earlier duplicate
                 table.pop(key, None)
             else:
-                table[key] = level
+                table[key] = (price, amount)
         keys = sorted(table)
-        rows = list(map(table.__getitem__, keys))
-        self.prices = [level[0] for level in rows]
-        self.amounts = [level[1] for level in rows]
+        self.rows = list(map(table.__getitem__, keys))
         keys.append(_EXACT_SENTINEL if exact else _SENTINEL)
         self.keys = keys
         self.exact = exact
 
     def to_exact(self) -> None:
         """Re-key the side with exact Decimal keys (the order does not change)."""
-        keys = [_decimal(price) for price in self.prices]
+        keys = [_decimal(price) for price, _ in self.rows]
         if self.ask:
             keys = [key.copy_negate() for key in keys]
         keys.append(_EXACT_SENTINEL)
@@ -251,7 +244,7 @@ class _BookSide:
             except (_NeedsDecimalKeys, IndexError):
                 # A price floats cannot keep apart, or one that became +inf as
                 # a float and matched the sentinel (which ``_apply_float``
-                # detects by touching ``prices`` first).  Setting absolute
+                # detects by touching ``rows`` first).  Setting absolute
                 # amounts is idempotent, so re-applying the whole list after
                 # re-keying exactly gives the right result (or a ValueError).
                 self.to_exact()
@@ -259,8 +252,7 @@ class _BookSide:
 
     def _apply_float(self, levels: Iterable[Level]) -> None:
         keys = self.keys
-        prices = self.prices
-        amounts = self.amounts
+        rows = self.rows
         cache = _ASK_KEYS if self.ask else _BID_KEYS
         cached = cache.get
         nonzero = _NONZERO_DIGITS
@@ -275,20 +267,17 @@ class _BookSide:
                 rest = amount.lstrip("0.")
                 if not rest or (rest[0] not in nonzero and _decimal(amount) == 0):
                     if keys[i] == key:
-                        del prices[i]  # first: IndexError if key matched the sentinel
-                        del amounts[i]
+                        del rows[i]  # first: IndexError if key matched the sentinel
                         del keys[i]
                     continue
             if keys[i] == key:
-                prices[i] = price
-                amounts[i] = amount
+                rows[i] = (price, amount)
             else:
                 if key - key or "e" in price or "E" in price:
                     # inf or nan (raises), or exponent notation (may switch to Decimal)
                     _make_key(price, False)
                 keys.insert(i, key)
-                prices.insert(i, price)
-                amounts.insert(i, amount)
+                rows.insert(i, (price, amount))
 
     def _float_key(self, price: str, cache: dict[str, float]) -> float:
         """The float sort key of a price not in ``cache``; remembered there if plain."""
@@ -306,8 +295,7 @@ class _BookSide:
 
     def _apply_exact(self, levels: Iterable[Level]) -> None:
         keys = self.keys
-        prices = self.prices
-        amounts = self.amounts
+        rows = self.rows
         ask = self.ask
         for level in levels:
             price = level[0]
@@ -316,40 +304,35 @@ class _BookSide:
             i = bisect_left(keys, key)
             if is_zero(amount):
                 if keys[i] == key:
-                    del prices[i]
-                    del amounts[i]
+                    del rows[i]
                     del keys[i]
             elif keys[i] == key:
-                prices[i] = price
-                amounts[i] = amount
+                rows[i] = (price, amount)
             else:
                 keys.insert(i, key)
-                prices.insert(i, price)
-                amounts.insert(i, amount)
+                rows.insert(i, (price, amount))
 
-    def best_first(self, n: int | None) -> tuple[PriceLevel, ...]:
-        """The best ``n`` levels (all if ``None``), best first, as new tuples."""
+    def best_first(self, n: int | None) -> list[PriceLevel]:
+        """The best ``n`` levels (all if ``None``), best first."""
         if n is None:
-            return tuple(zip(self.prices[::-1], self.amounts[::-1], strict=True))
-        return tuple(zip(self.prices[: -n - 1 : -1], self.amounts[: -n - 1 : -1], strict=True))
+            return self.rows[::-1]
+        return self.rows[: -n - 1 : -1]
 
     def best(self) -> PriceLevel | None:
         """The best level, or ``None`` if the side is empty."""
-        prices = self.prices
-        return (prices[-1], self.amounts[-1]) if prices else None
+        rows = self.rows
+        return rows[-1] if rows else None
 
     def truncate(self, n: int) -> None:
         """Keep only the best ``n`` levels."""
-        excess = len(self.prices) - n
+        excess = len(self.rows) - n
         if excess > 0:
             del self.keys[:excess]
-            del self.prices[:excess]
-            del self.amounts[:excess]
+            del self.rows[:excess]
 
     def clear(self) -> None:
         self.keys = [_SENTINEL]
-        self.prices = []
-        self.amounts = []
+        self.rows = []
         self.exact = False
 
 
@@ -583,9 +566,9 @@ class OrderBook:
         if n < 0:
             raise ValueError(f"n must not be negative, not {n!r}")
         if side == "bids":
-            return list(self._bids.best_first(n))
+            return self._bids.best_first(n)
         if side == "asks":
-            return list(self._asks.best_first(n))
+            return self._asks.best_first(n)
         raise ValueError(f"side must be 'bids' or 'asks', not {side!r}")
 
     def level_count(self, side: Side) -> int:
