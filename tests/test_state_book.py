@@ -495,3 +495,33 @@ def test_book_matches_reference_model(events, depth):
         else:
             with pytest.raises(BookIntegrityError):
                 book.snapshot()
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=events)
+def test_book_matches_reference_model_while_the_key_cache_churns(events):
+    # The sort-key cache is shared by every book and emptied when full: with
+    # room for two prices it is emptied all the time, and the same price
+    # strings go to both sides (bids and asks keep apart caches: asks negate).
+    from txexchange.state import book as book_module
+
+    saved = book_module._KEY_CACHE_SIZE
+    book_module._KEY_CACHE_SIZE = 2
+    book_module._BID_KEYS.clear()  # entries left by other tests
+    book_module._ASK_KEYS.clear()
+    try:
+        book = OrderBook(SYM)
+        ref_bids: dict[Decimal, tuple[str, str]] = {}
+        ref_asks: dict[Decimal, tuple[str, str]] = {}
+        for nonce, (kind, bids, _) in enumerate(events):
+            if kind == "snapshot":
+                book.apply_snapshot(snap(bids, bids, nonce=nonce))
+            else:
+                book.apply_delta(delta(bids, bids, nonce=nonce))
+            _reference_apply(ref_bids, bids, kind == "snapshot")
+            _reference_apply(ref_asks, bids, kind == "snapshot")
+            assert book.top("bids", 10_000) == [ref_bids[k] for k in sorted(ref_bids, reverse=True)]
+            assert book.top("asks", 10_000) == [ref_asks[k] for k in sorted(ref_asks)]
+            assert len(book_module._BID_KEYS) <= 2 and len(book_module._ASK_KEYS) <= 2
+    finally:
+        book_module._KEY_CACHE_SIZE = saved

@@ -637,6 +637,38 @@ class BinanceParser:
             return self._parse_raw_list(message)
         raise _bad("message is not a JSON object", message)
 
+    def depth_fields(self, message: Any) -> tuple[str, int, int, list[Any], list[Any], Any] | None:
+        """``(symbol, U, u, bids, asks, E)`` of a well-formed combined-stream depth diff.
+
+        The hot path's shortcut around :meth:`parse`, building no event.  For
+        anything else (other streams, a stream not routed yet, a malformed
+        diff) the answer is ``None`` and :meth:`parse` gives the verdict.
+        """
+        if type(message) is not dict:
+            return None
+        stream = message.get("stream")
+        if type(stream) is not str:
+            return None
+        route = self._routes.get(stream)
+        if route is None or route[0] is not _depth_update:
+            return None
+        d = message.get("data")
+        if type(d) is not dict:
+            return None
+        first = d.get("U")
+        last = d.get("u")
+        bids = d.get("b")
+        asks = d.get("a")
+        if (
+            type(first) is not int
+            or type(last) is not int
+            or first > last
+            or type(bids) is not list
+            or type(asks) is not list
+        ):
+            return None
+        return (route[1], first, last, bids, asks, d.get("E"))
+
     # -- combined streams ----------------------------------------------------
 
     def _route(self, stream: Any) -> _Route:

@@ -212,6 +212,23 @@ class BinanceBookSync:
         assert self._first is not None
         return Buffer(self._first, len(self._buffer))
 
+    def advance(self, first: int | None, last: int | None) -> bool:
+        """The steady-state shortcut of :meth:`on_delta`, allocating nothing.
+
+        ``first``/``last`` are the ``U``/``u`` of a delta of this symbol.  When
+        synced and the delta joins the book (``U`` <= book id + 1 <= ``u``),
+        the book id becomes ``u`` and the answer is true: apply the delta,
+        exactly as for :meth:`on_delta`'s :class:`ApplyDelta`.  Otherwise
+        nothing changes and the answer is false: ask :meth:`on_delta`.
+        """
+        if not self._synced or first is None or last is None:
+            return False
+        previous = self._last
+        if previous is None or last <= previous or first > previous + 1:
+            return False
+        self._last = last
+        return True
+
     def on_snapshot(self, snapshot: BookSnapshot) -> SyncAction:
         """Judge one REST snapshot (``nonce`` = ``lastUpdateId``)."""
         snapshot_id = snapshot.nonce

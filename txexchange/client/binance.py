@@ -201,6 +201,10 @@ class BinanceClient(ExchangeClient):
         parser = self._parser
         if parser is None:
             return
+        fields = parser.depth_fields(obj)
+        if fields is not None:
+            self._on_depth(*fields)
+            return
         try:
             result = parser.parse(obj)
         except MalformedMessage as e:
@@ -230,25 +234,42 @@ class BinanceClient(ExchangeClient):
 
     # -- books ------------------------------------------------------------------
 
+    def _on_depth(
+        self, symbol: str, first: int, last: int, bids: list[Any], asks: list[Any], ts: Any
+    ) -> None:
+        # The synced steady state builds no BookDelta, no verdict and (with
+        # nobody listening) no BookUpdate; anything else takes _on_delta.
+        entry = self._book_entries.get(symbol)
+        if entry is None:
+            return
+        if not entry.sync.advance(first, last):
+            self._on_delta(BookDelta(symbol, bids, asks, last, first, None, ts))
+            return
+        book = entry.book
+        try:
+            book.apply_levels(bids, asks, last, ts)
+        except ValueError as e:
+            self._bad_levels(entry, e)
+            return
+        hub = self.hub
+        key = entry.key
+        if hub.heard(key):
+            hub.publish(key, BookUpdate(symbol, bids, asks, last, ts, False, book))
+        else:
+            hub.skip()
+
     def _on_delta(self, delta: BookDelta) -> None:
         entry = self._book_entries.get(delta.symbol)
         if entry is None:
             return
-        action = entry.sync.on_delta(delta)
+        sync = entry.sync
+        if sync.advance(delta.first_id, delta.nonce):  # the synced steady state
+            self._apply_delta(entry, delta)
+            return
+        action = sync.on_delta(delta)
         kind = type(action)
         if kind is ApplyDelta:
-            book = entry.book
-            try:
-                book.apply_delta(delta)
-            except ValueError as e:
-                self._bad_levels(entry, e)
-                return
-            self.hub.publish(
-                entry.key,
-                BookUpdate(
-                    delta.symbol, delta.bids, delta.asks, delta.nonce, delta.timestamp, False, book
-                ),
-            )
+            self._apply_delta(entry, delta)
         elif kind is NeedSnapshot:
             self._fetch_snapshot(entry)
         elif kind is Resync:
@@ -260,6 +281,25 @@ class BinanceClient(ExchangeClient):
         self.stats.malformed += 1
         entry.sync.reset()
         self._book_stale(entry, f"bad level: {error}")
+
+    def _apply_delta(self, entry: _BookEntry, delta: BookDelta) -> None:
+        book = entry.book
+        try:
+            book.apply_delta(delta)
+        except ValueError as e:
+            self._bad_levels(entry, e)
+            return
+        hub = self.hub
+        key = entry.key
+        if hub.heard(key):
+            hub.publish(
+                key,
+                BookUpdate(
+                    delta.symbol, delta.bids, delta.asks, delta.nonce, delta.timestamp, False, book
+                ),
+            )
+        else:  # pull mode: nobody would see the event, so it is not built
+            hub.skip()
 
     def _book_stale(self, entry: _BookEntry, reason: str) -> None:
         self.stats.book_resyncs += 1

@@ -178,6 +178,18 @@ class Hub:
         self._watchers.setdefault(key, []).append(entry)
         return d
 
+    def heard(self, key: Key) -> bool:
+        """Whether anyone (observer, stream or watcher) would receive an update of ``key``.
+
+        Lets a hot path skip building an event nobody consumes; it then calls
+        :meth:`skip` instead of :meth:`publish`.
+        """
+        return key in self._observers or key in self._watchers
+
+    def skip(self) -> None:
+        """Count an update that :meth:`heard` said nobody receives, as if published."""
+        self.published += 1
+
     def publish(self, key: Key, event: Any) -> None:
         """Deliver ``event`` to every observer of ``key`` in order, then to watchers."""
         self.published += 1

@@ -21,7 +21,7 @@ first price that floats could not keep apart switches that side to exact
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -50,6 +50,15 @@ _FLOAT_DIGITS = 15
 _NONZERO_DIGITS = frozenset("123456789")
 _SENTINEL = float("inf")
 _EXACT_SENTINEL = Decimal("Infinity")  # no float/Decimal ordering (FloatOperation traps)
+
+# Sort keys of recently applied prices, by price string: ``float(str)`` costs
+# several times a dict lookup, and a busy book sees the same few prices near
+# its top again and again.  Only plain prices that pass every check of
+# ``_apply_float`` are kept (at most 15 characters, no exponent, finite), so a
+# hit needs no further checks.  Shared by all books; emptied when full.
+_BID_KEYS: dict[str, float] = {}
+_ASK_KEYS: dict[str, float] = {}
+_KEY_CACHE_SIZE = 8192
 
 
 def is_zero(amount: str) -> bool:
@@ -184,6 +193,9 @@ class _BookSide:
         #: True once the side uses Decimal keys (a price floats cannot keep apart arrived).
         self.exact = False
 
+    def __len__(self) -> int:
+        return len(self.rows)
+
     def load(self, levels: Iterable[Level]) -> None:
         """Replace the side with ``levels``, applied in order (the last duplicate wins)."""
         try:
@@ -252,24 +264,29 @@ class _BookSide:
     def _apply_float(self, levels: Iterable[Level]) -> None:
         keys = self.keys
         rows = self.rows
-        ask = self.ask
+        cache = _ASK_KEYS if self.ask else _BID_KEYS
+        cached = cache.get
+        nonzero = _NONZERO_DIGITS
         for level in levels:
             if type(level) is str:  # "12" would read as price "1", amount "2"
                 raise ValueError(f"level is a string, not a pair: {level!r:.40}")
             price = level[0]
             amount = level[1]
-            if len(price) > _FLOAT_SAFE_LEN and not _float_is_exact_enough(price):
-                raise _NeedsDecimalKeys(price)
-            key = -float(price) if ask else float(price)
+            key = cached(price)
+            if key is None:
+                key = self._float_key(price, cache)
             i = bisect_left(keys, key)
-            rest = amount.lstrip("0.")
-            if not rest or (rest[0] not in _NONZERO_DIGITS and _decimal(amount) == 0):
-                if not rest and ("0" not in amount or amount.count(".") > 1):
-                    raise ValueError(f"not a decimal number: {amount!r}")  # "", ".", "0.0.0"
-                if keys[i] == key:
-                    del rows[i]  # first: IndexError if key matched the sentinel
-                    del keys[i]
-            elif keys[i] == key:
+            if amount[:1] not in nonzero:  # rarely taken for amounts that are not zero
+                rest = amount.lstrip("0.")
+                if not rest or (rest[0] not in nonzero and _decimal(amount) == 0):
+                    if not rest and ("0" not in amount or amount.count(".") > 1):
+                        raise ValueError(f"not a decimal number: {amount!r}")  # "", ".", "0.0.0"
+                    if keys[i] == key:
+                        del rows[i]  # first: IndexError if key matched the sentinel
+                        del keys[i]
+                    continue
+            float(amount)  # ValueError for "1e", "1.2.3", "0.5x" (a digit first is not enough)
+            if keys[i] == key:
                 rows[i] = (price, amount)
             else:
                 if key - key or "e" in price or "E" in price:
@@ -277,6 +294,20 @@ class _BookSide:
                     _make_key(price, False)
                 keys.insert(i, key)
                 rows.insert(i, (price, amount))
+
+    def _float_key(self, price: str, cache: dict[str, float]) -> float:
+        """The float sort key of a price not in ``cache``; remembered there if plain."""
+        n = len(price)
+        if n > _FLOAT_SAFE_LEN and not _float_is_exact_enough(price):
+            raise _NeedsDecimalKeys(price)
+        key = float(price)
+        if self.ask:
+            key = -key
+        if n <= _FLOAT_SAFE_LEN and not (key - key) and "e" not in price and "E" not in price:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[price] = key
+        return key
 
     def _apply_exact(self, levels: Iterable[Level]) -> None:
         keys = self.keys
@@ -304,6 +335,11 @@ class _BookSide:
         if n is None:
             return self.rows[::-1]
         return self.rows[: -n - 1 : -1]
+
+    def best(self) -> PriceLevel | None:
+        """The best level, or ``None`` if the side is empty."""
+        rows = self.rows
+        return rows[-1] if rows else None
 
     def truncate(self, n: int) -> None:
         """Keep only the best ``n`` levels."""
@@ -373,8 +409,8 @@ class OrderBook:
     def __repr__(self) -> str:
         state = "stale" if self.stale else "synced" if self._synced else "unsynced"
         return (
-            f"<OrderBook {self.symbol} {state} bids={len(self._bids.rows)} "
-            f"asks={len(self._asks.rows)} nonce={self.nonce}>"
+            f"<OrderBook {self.symbol} {state} bids={len(self._bids)} "
+            f"asks={len(self._asks)} nonce={self.nonce}>"
         )
 
     @property
@@ -421,11 +457,24 @@ class OrderBook:
         """
         if delta.symbol != self.symbol:
             self._check_symbol(delta.symbol)
+        self.apply_levels(delta.bids, delta.asks, delta.nonce, delta.timestamp)
+
+    def apply_levels(
+        self,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        nonce: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """:meth:`apply_delta` without the event object, for an adapter's hot path.
+
+        The caller has already made sure the levels are for this book's symbol.
+        """
         try:
-            if delta.bids:
-                self._bids.apply(delta.bids)
-            if delta.asks:
-                self._asks.apply(delta.asks)
+            if bids:
+                self._bids.apply(bids)
+            if asks:
+                self._asks.apply(asks)
         except ValueError as e:
             self._bad_input(e)
             raise
@@ -434,10 +483,10 @@ class OrderBook:
             error = ValueError(f"level of the wrong shape or type: {e}")
             self._bad_input(error)
             raise error from None
-        if delta.nonce is not None:
-            self.nonce = delta.nonce
-        if delta.timestamp is not None:
-            self.timestamp = delta.timestamp
+        if nonce is not None:
+            self.nonce = nonce
+        if timestamp is not None:
+            self.timestamp = timestamp
         if self._cache:
             self._cache.clear()
 
@@ -545,27 +594,25 @@ class OrderBook:
         if n < 0:
             raise ValueError(f"n must not be negative, not {n!r}")
         if side == "bids":
-            return self._bids.rows[: -n - 1 : -1]
+            return self._bids.best_first(n)
         if side == "asks":
-            return self._asks.rows[: -n - 1 : -1]
+            return self._asks.best_first(n)
         raise ValueError(f"side must be 'bids' or 'asks', not {side!r}")
 
     def level_count(self, side: Side) -> int:
         """Number of levels held on one side (all of them, regardless of ``depth``)."""
         if side == "bids":
-            return len(self._bids.rows)
+            return len(self._bids)
         if side == "asks":
-            return len(self._asks.rows)
+            return len(self._asks)
         raise ValueError(f"side must be 'bids' or 'asks', not {side!r}")
 
     @property
     def best_bid(self) -> PriceLevel | None:
         """The highest bid ``(price, amount)`` held (no integrity check), or ``None``."""
-        rows = self._bids.rows
-        return rows[-1] if rows else None
+        return self._bids.best()
 
     @property
     def best_ask(self) -> PriceLevel | None:
         """The lowest ask ``(price, amount)`` held (no integrity check), or ``None``."""
-        rows = self._asks.rows
-        return rows[-1] if rows else None
+        return self._asks.best()
