@@ -318,13 +318,18 @@ class _BookSide:
                 raise ValueError(f"level is a string, not a pair: {level!r:.40}")
             price = level[0]
             amount = level[1]
+            if type(price) is not str or type(amount) is not str:
+                # Decimal() would take an int or a tuple: levels are the exchange's strings
+                raise ValueError(f"level values must be strings: {level!r:.60}")
             key = _decimal(price).copy_negate() if ask else _decimal(price)
             i = bisect_left(keys, key)
             if is_zero(amount):
                 if keys[i] == key:
                     del rows[i]
                     del keys[i]
-            elif keys[i] == key:
+                continue
+            _decimal(amount)  # ValueError for "1,5", "1e", ... (a digit first is not enough)
+            if keys[i] == key:
                 rows[i] = (price, amount)
             else:
                 keys.insert(i, key)
