@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import formatEvent, globalLogPublisher
 
 import txexchange
 from helpers import sleep, wait_for
+from private_helpers import ShiftedClock, assert_balances_true, best, dec, logs_without
 from txexchange.adapters import bybit_account as acct
 from txexchange.adapters.bybit_signing import (
     BybitSigner,
@@ -48,39 +48,10 @@ FAST = TransportOptions(initial_delay=0.05, max_delay=0.2, jitter=0.0, close_tim
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "protocols" / "vectors.json"
 
 
-class ShiftedClock:
-    """The reactor's clock, ``offset`` seconds ahead (an exchange whose clock differs)."""
-
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def seconds(self) -> float:
-        return reactor.seconds() + self.offset
-
-    def callLater(self, *a: Any, **kw: Any) -> Any:
-        return reactor.callLater(*a, **kw)
-
-    def getDelayedCalls(self) -> list[Any]:
-        return reactor.getDelayedCalls()
-
-
-class Logs:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.lines.append(formatEvent(event) or "")
-        self.lines.append(repr(event))
-
-
 @pytest.fixture
 def logs():
-    capture = Logs()
-    globalLogPublisher.addObserver(capture)
-    yield capture
-    globalLogPublisher.removeObserver(capture)
-    text = "\n".join(capture.lines)
-    assert SECRET not in text, "the secret reached the log"
+    with logs_without(secret=SECRET) as capture:
+        yield capture
 
 
 async def start_fake(**kw: Any) -> FakeBybit:
@@ -110,25 +81,6 @@ async def client(fake):
     c = client_for(fake)
     yield c
     await c.close()
-
-
-def best(fake: FakeBybit, symbol: str, side: str) -> Decimal:
-    bids, asks, _ = fake.market.book(symbol, 1)
-    return Decimal((asks if side == "ask" else bids)[0][0])
-
-
-def dec(text: str | None) -> Decimal:
-    assert text is not None
-    return Decimal(text)
-
-
-def assert_balances_true(balance: dict[str, Any], fake: FakeBybit) -> None:
-    for currency, (free, locked) in fake.ledger.account(KEY).items():
-        if free == 0 and locked == 0:
-            assert currency not in balance or dec(balance[currency]["total"]) == 0
-            continue
-        assert dec(balance[currency]["free"]) == free, currency
-        assert dec(balance[currency]["used"]) == locked, currency
 
 
 # -- signing: the documented algorithm ------------------------------------------------------
@@ -217,7 +169,7 @@ async def test_balance_loaded_once_then_kept_by_the_stream(client, fake, logs):
     balance = await client.fetch_balance()
     assert dec(balance["ETH"]["free"]) == Decimal("3.5")
     assert len(fake.private.signed_requests) == loads, "a stream update made a REST call"
-    assert_balances_true(balance, fake)
+    assert_balances_true(balance, fake, KEY)
 
 
 @pytest_twisted.ensureDeferred
@@ -245,7 +197,7 @@ async def test_order_placed_appears_fills_by_push_and_updates_balance(client, fa
     await wait_for(lambda: dec(client.private.account.balance("BTC")[0]) == Decimal("2.5"),
                    what="BTC credited")  # fmt: skip
     balance = await client.fetch_balance()
-    assert_balances_true(balance, fake)
+    assert_balances_true(balance, fake, KEY)
     assert await client.fetch_open_orders("BTC/USDT") == []
     assert len(fake.private.signed_requests) == rest_calls, "the fill needed a REST call"
 
@@ -277,7 +229,7 @@ async def test_market_order_partial_fills_cancel_and_history(client, fake, logs)
     assert one["status"] == "canceled"
     await wait_for(lambda: client.private.account.balance("BTC")[1] == "0",
                    what="lock released")  # fmt: skip
-    assert_balances_true(await client.fetch_balance(), fake)
+    assert_balances_true(await client.fetch_balance(), fake, KEY)
 
 
 @pytest_twisted.ensureDeferred
@@ -388,7 +340,7 @@ async def test_reconnect_reauthenticates_and_loses_no_private_event(client, fake
     fills = {(f.order_id, Decimal(f.amount)) for f in account.fills()}
     assert fills == {(a["id"], Decimal("0.2")), (b["id"], Decimal("0.1"))}
     balance = await client.fetch_balance()
-    assert_balances_true(balance, fake)
+    assert_balances_true(balance, fake, KEY)
     assert dec(balance["ETH"]["free"]) == 7
     # and the re-authenticated stream carries events again
     d = client.watch_orders()
