@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -125,9 +125,7 @@ class PrivateAccount:
     #: seconds before a failed recovery is tried again
     retry_delay: float = 5.0
 
-    def __init__(
-        self, backend: AccountBackend, hub: Hub, *, name: str, timeout: float, clock: Any
-    ) -> None:
+    def __init__(self, backend: AccountBackend, hub: Hub, *, name: str, clock: Any) -> None:
         self.backend = backend
         self.clock = clock
         self._retry_call: Any = None
@@ -137,7 +135,6 @@ class PrivateAccount:
         self._synced_at = 0
         self.hub = hub
         self.name = name
-        self.timeout = timeout
         self.account = Account()
         self.stats = AccountStats()
         self._start_d: Deferred[None] | None = None
@@ -421,13 +418,8 @@ _PENDING = object()
 
 
 def _gather(ds: list[Deferred[Any]]) -> Deferred[list[Any]]:
-    def unwrap(results: list[tuple[bool, Any]]) -> Any:
-        for ok, value in results:
-            if not ok:
-                return value
-        return [value for _, value in results]
-
-    return DeferredList(ds, consumeErrors=True).addCallback(unwrap)
+    """All results in order, or the first failure itself (not wrapped in FirstError)."""
+    return gatherResults(ds, consumeErrors=True).addErrback(lambda f: f.value.subFailure)
 
 
 def _both(a: Deferred[Any], b: Deferred[Any]) -> Deferred[list[Any]]:

@@ -76,7 +76,6 @@ class PrivateMethods:
                 self._account_backend(),
                 self.hub,
                 name=self.name,
-                timeout=self.options.resync_timeout,
                 clock=self.clock,
             )
         return self._private_account

@@ -21,7 +21,6 @@ are computed with :class:`~decimal.Decimal`, exactly.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -185,12 +184,6 @@ class Account:
 
     def closed_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders(symbol) if o.status in TERMINAL]
-
-    def replace_open_orders(self, orders: Iterable[Order], symbol: str | None = None) -> None:
-        """A full list of open orders (from REST): adds them; an order the account
-        holds as open that the list lacks is left alone (the stream will close it)."""
-        for order in orders:
-            self.apply_order(order)
 
     # -- fills -----------------------------------------------------------------
 
